@@ -1,0 +1,229 @@
+"""`locallearn train | eval | export | list | demo` — a thin map onto the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .config import AMP_CHOICES, TrainConfig
+from .errors import ConfigError
+
+PROG = "locallearn"
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_head_opts(method: str, items: Sequence[str]) -> Dict[str, Any]:
+    """Turn ``KEY=VALUE`` strings into typed head options (types from the defaults)."""
+    from .heads import head_options
+    from .methods import parse_method
+
+    spec = parse_method(method)
+    defaults = head_options(spec.head) if spec.head else {}
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"head option {item!r} must look like KEY=VALUE")
+        if key not in defaults:
+            raise ConfigError(f"unknown option {key!r} for head {spec.head!r} "
+                              f"(choose from: {', '.join(sorted(defaults)) or 'none'})")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                out[key] = value.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, (tuple, list)):
+                out[key] = tuple(float(v) for v in value.split(","))
+            elif isinstance(default, (int, float)):
+                out[key] = type(default)(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"bad value {value!r} for head option {key!r} "
+                              f"(default {default!r})") from None
+    return out
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model with a local-learning method")
+    p.add_argument("--model", default=d.model, help="registered model (see `locallearn list`)")
+    p.add_argument("--method", default=d.method, help="e2e, or HEAD[+ema|+man|+manpp], e.g. infopro+manpp")
+    p.add_argument("--blocks", type=int, default=None, help="K gradient-isolated blocks (e2e: 1)")
+    p.add_argument("--boundaries", type=_int_list, default=None,
+                   help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]]")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+    p.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--amp", default=d.amp, help=f"autocast: {', '.join(AMP_CHOICES)}")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N training samples")
+    p.add_argument("--limit-test", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--lb", default=d.lb, help="learnable bias of MAN/MAN++: unit or channel")
+    p.add_argument("--ema-momentum", type=float, default=d.ema_momentum)
+    p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="head option, e.g. loss=ce or ixx=5,0.2 (repeatable; see `locallearn list`)")
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """Map parsed ``train`` arguments 1:1 onto a TrainConfig."""
+    from .methods import parse_method
+    from .nets import create_model
+
+    spec = parse_method(a.method)
+    blocks = a.blocks
+    if blocks is None:
+        if not spec.is_e2e:
+            units = create_model(a.model).num_body_units
+            raise ConfigError(f"method {a.method!r} needs --blocks K (1..{units} for {a.model})")
+        blocks = 1
+    return TrainConfig(
+        model=a.model, method=str(spec), blocks=blocks, dataset=a.dataset, data_dir=a.data_dir,
+        download=a.download, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+        momentum=a.momentum, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
+        seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
+        augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
+        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum,
+        head_opts=parse_head_opts(a.method, a.head_opt), boundaries=a.boundaries,
+        eval_batch_size=a.eval_batch_size).validate()
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .nets import create_model
+    from .train import fit
+
+    if a.resume:
+        cfg = TrainConfig(out=a.out, device=a.device)
+    else:
+        cfg = config_from_args(a)
+        create_model(cfg.model)  # fail fast on an unknown model before loading data
+    summary = fit(cfg, resume=a.resume, progress=not a.no_progress)
+    print(json.dumps({k: summary[k] for k in ("model", "method", "blocks", "epochs",
+                                              "final_test_acc", "best_test_acc",
+                                              "wall_time_s")}, indent=2))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .data import Batches
+    from .devices import resolve_device
+    from .train import evaluate, load_run
+
+    cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
+    device = resolve_device(a.device)
+    batches = Batches(data.test_x, data.test_y, cfg.eval_batch_size, data.mean, data.std,
+                      device=device)
+    acc = evaluate(net, batches, device)
+    print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
+          f"{100 * acc:.2f}% ({len(data.test_y)} samples)")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_backbone
+    from .train import load_run
+
+    cfg, net, data = load_run(Path(a.run), device="cpu", data_dir=a.data_dir)
+    meta = {"model": cfg.model, "num_classes": data.num_classes, "in_chans": data.in_chans,
+            "mean": list(data.mean), "std": list(data.std), "method": str(net.spec),
+            "blocks": net.k, "dataset": cfg.dataset}
+    path = export_backbone(net, Path(a.out), meta)
+    print(f"wrote {path} ({sum(p.numel() for p in net.model.parameters())} parameters, "
+          f"load with locallearn.load_backbone)")
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from .data import list_datasets
+    from .heads import HEADS, head_options
+    from .methods import list_methods
+    from .nets import create_model, list_models
+
+    print("models:")
+    for name in list_models():
+        print(f"  {name:12s} {create_model(name).num_body_units} units (K = 1..that)")
+    print("methods:\n  " + ", ".join(list_methods()))
+    print("head options (--head-opt KEY=VALUE):")
+    for name in HEADS.names():
+        opts = ", ".join(f"{k}={v}" for k, v in head_options(name).items()) or "none"
+        print(f"  {name:8s} {opts}")
+    print("datasets:\n  " + ", ".join(list_datasets()))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=Path(a.out), epochs=a.epochs, limit_train=a.limit_train,
+             limit_test=a.limit_test, blocks=a.blocks, device=a.device,
+             data_dir=a.data_dir, progress=not a.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Supervised local learning for vision networks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    p = sub.add_parser("eval", help="test accuracy of a run's last checkpoint")
+    p.add_argument("--run", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p = sub.add_parser("export", help="write the plain backbone of a run as safetensors")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", default=None)
+    sub.add_parser("list", help="models, methods, head options, datasets")
+    p = sub.add_parser("demo", help="E2E vs InfoPro+MAN++ on Fashion-MNIST in a few minutes")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--limit-train", type=int, default=10000)
+    p.add_argument("--limit-test", type=int, default=2000)
+    p.add_argument("--blocks", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "list": cmd_list,
+            "demo": cmd_demo}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; user mistakes print one line and return exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the last finished epoch is checkpointed (use --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

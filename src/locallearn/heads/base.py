@@ -1,0 +1,72 @@
+"""What every auxiliary head gets to know, and the head registry."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Tuple
+
+import torch
+from torch import nn
+
+from ..bank import FeatureBank
+from ..nets.units import UnitInfo
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class HeadContext:
+    """Sizes a head is built from (never hard-coded channel lists).
+
+    Attributes:
+        info: metadata of the unit whose output the head reads.
+        index: which local head this is, 0 .. num_heads-1 (head j follows block j).
+        num_heads: K-1, the number of local heads in the network.
+        num_classes: classes of the task.
+        image_size: (H, W) of the network input.
+        image_channels: channels of the network input.
+        stage: 1-based index of the resolution stage of ``info`` (for stage-wise schedules).
+        num_stages: number of distinct resolutions in the backbone.
+    """
+
+    info: UnitInfo
+    index: int
+    num_heads: int
+    num_classes: int
+    image_size: Tuple[int, int]
+    image_channels: int
+    stage: int = 1
+    num_stages: int = 1
+
+    @property
+    def feature_size(self) -> Tuple[int, int]:
+        """(H, W) of the features this head reads."""
+        r = self.info.reduction
+        return (math.ceil(self.image_size[0] / r), math.ceil(self.image_size[1] / r))
+
+
+class AuxHead(nn.Module):
+    """Base class: ``head(features, target, bank) -> scalar loss``."""
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor,
+                bank: FeatureBank) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+HeadBuilder = Callable[..., AuxHead]
+HEADS: Registry[HeadBuilder] = Registry("head")
+
+
+def interpolate(start: float, end: float, ctx: HeadContext, by: str = "block") -> float:
+    """Linear schedule of a loss weight over the local heads.
+
+    ``by="block"``: from ``start`` at head 0 to ``end`` at head K-2 (InfoPro's rule).
+    ``by="stage"``: the MAN/MAN++ CIFAR code's rule, which interpolates by the
+    1-based stage number over K-2 (kept for reproducing that code exactly).
+    """
+    if by not in ("block", "stage"):
+        raise ValueError(f"unknown interpolation {by!r} (choose from: block, stage)")
+    denom = ctx.num_heads - 1
+    if denom <= 0:
+        return float(start)
+    t = (ctx.index if by == "block" else ctx.stage) / denom
+    return float(start * (1.0 - t) + end * t)

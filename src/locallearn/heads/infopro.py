@@ -1,0 +1,124 @@
+"""InfoPro head (Wang et al. 2021): image reconstruction + classification/contrast."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bank import FeatureBank
+from ..errors import ConfigError, choice_error
+from .base import HEADS, AuxHead, HeadContext, interpolate
+from .losses import supcon_loss
+
+LOSSES = ("ce", "supcon")
+CLASSIFIERS = ("1c2f", "2c2f")
+INTERPS = ("block", "stage")
+
+
+def _pair(name: str, value: Union[float, Sequence[float]]) -> Tuple[float, float]:
+    """A (start, end) weight pair; a single number means a constant weight."""
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    try:
+        start, end = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"infopro option {name} must be a number or (start, end), "
+                          f"got {value!r}") from None
+    return start, end
+
+
+class Decoder(nn.Module):
+    """Upsample to the input size, conv-BN-ReLU-conv to image channels.
+
+    ``forward`` returns the pre-sigmoid logits; the reconstruction is their sigmoid.
+    """
+
+    def __init__(self, ctx: HeadContext, widen: float = 1.0) -> None:
+        super().__init__()
+        hidden = int(12 * widen)
+        self.image_size = tuple(ctx.image_size)
+        self.net = nn.Sequential(
+            nn.Conv2d(ctx.info.channels, hidden, 3, padding=1),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, ctx.image_channels, 3, padding=1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(features, size=self.image_size, mode="bilinear", align_corners=True)
+        return self.net(x)
+
+    def loss(self, features: torch.Tensor, image01: torch.Tensor) -> torch.Tensor:
+        # BCE on logits == BCE(sigmoid(.)) but autocast-safe; float32 for accuracy.
+        return F.binary_cross_entropy_with_logits(self(features).float(), image01.float())
+
+
+class Classifier(nn.Module):
+    """``1c2f`` / ``2c2f`` auxiliary classifier; CE logits or SupCon embeddings.
+
+    The first conv halves the map and doubles the channels while the map is
+    larger than 8x8 (InfoPro's 16->32 s2, 32->64 s2, 64->64 s1 on CIFAR).
+    """
+
+    def __init__(self, ctx: HeadContext, config: str = "1c2f", loss: str = "supcon",
+                 widen: float = 1.0, feature_dim: int = 128, temperature: float = 0.07) -> None:
+        super().__init__()
+        c = ctx.info.channels
+        self.loss_mode = loss
+        self.temperature = temperature
+        self.stride = 2 if max(ctx.feature_size) > 8 else 1
+        width = int((2 * c if self.stride == 2 else c) * widen)
+        layers: List[nn.Module] = [nn.Conv2d(c, width, 3, stride=self.stride, padding=1, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        if config == "2c2f":
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        hidden = int(feature_dim * widen)
+        out = ctx.num_classes if loss == "ce" else feature_dim
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                   nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """CE logits, or the (unnormalised) contrastive embedding."""
+        return self.net(features)
+
+    def loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out = self(features)
+        if self.loss_mode == "ce":
+            return F.cross_entropy(out, target)
+        return supcon_loss(F.normalize(out.float(), dim=1), target, self.temperature)
+
+
+@HEADS.register("infopro")
+class InfoProHead(AuxHead):
+    """``ixx * BCE(reconstruction, image01) + ixy * classifier loss``.
+
+    ``ixx`` / ``ixy`` are (start, end) pairs interpolated over the heads by
+    ``interp`` ("block" or "stage", see ``base.interpolate``); the resolved
+    weights of this head are ``self.ixx`` / ``self.ixy``.
+    """
+
+    def __init__(self, ctx: HeadContext, ixx: Tuple[float, float] = (5.0, 0.2),
+                 ixy: Tuple[float, float] = (0.05, 0.5), interp: str = "block",
+                 loss: str = "supcon", classifier: str = "1c2f", widen: float = 1.0,
+                 feature_dim: int = 128, temperature: float = 0.07) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise choice_error("infopro loss", loss, LOSSES)
+        if classifier not in CLASSIFIERS:
+            raise choice_error("infopro classifier", classifier, CLASSIFIERS)
+        if interp not in INTERPS:
+            raise choice_error("infopro interp", interp, INTERPS)
+        if widen <= 0 or feature_dim < 1 or temperature <= 0:
+            raise ConfigError(f"infopro: widen, feature_dim and temperature must be positive, "
+                              f"got {widen}, {feature_dim}, {temperature}")
+        self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp)
+        self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp)
+        self.decoder = Decoder(ctx, widen)
+        self.classifier = Classifier(ctx, classifier, loss, widen, feature_dim, temperature)
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor,
+                bank: FeatureBank) -> torch.Tensor:
+        recon = self.decoder.loss(features, bank.image01)
+        return self.ixx * recon + self.ixy * self.classifier.loss(features, target)

@@ -1,0 +1,128 @@
+"""LocalNet: a backbone cut into K gradient-isolated blocks, with heads and bridges."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bank import FeatureBank
+from .errors import ConfigError
+from .heads import HeadContext, build_head
+from .methods import MethodSpec, parse_method
+from .momentum import MomentumBridge, ema_update
+from .nets.units import UnitNet
+from .split import split
+
+
+class LocalNet(nn.Module):
+    """Blocks + bridges + heads around an unchanged backbone.
+
+    ``forward`` is plain inference through the backbone (heads and bridges unused);
+    ``train_step`` runs the local-learning loop: each block's loss is backpropagated
+    (freeing that block's graph) before the next block runs on a detached input.
+    ``self.model`` keeps the original parameters, so its ``state_dict`` is the
+    exportable backbone.
+    """
+
+    def __init__(self, model: UnitNet, blocks: int = 1,
+                 method: Union[str, MethodSpec] = "e2e", *,
+                 image_size: Tuple[int, int] = (32, 32),
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 boundaries: Optional[Sequence[int]] = None,
+                 head_opts: Optional[Dict[str, object]] = None,
+                 lb: str = "unit", ema_momentum: float = 0.995) -> None:
+        super().__init__()
+        spec = parse_method(method) if isinstance(method, str) else method
+        if not 0.0 <= ema_momentum < 1.0:
+            raise ConfigError(f"ema momentum must be in [0, 1), got {ema_momentum}")
+        self.spec = spec
+        self.model = model
+        self.ema_momentum = float(ema_momentum)
+        self.mean = tuple(mean) if mean is not None else None
+        self.std = tuple(std) if std is not None else None
+        k = 1 if spec.is_e2e else blocks
+        self.ranges: List[Tuple[int, int]] = split(model.num_body_units, k, boundaries)
+        info = model.unit_info
+        reductions = sorted({u.reduction for u in info[:-1]})
+        heads: List[nn.Module] = []
+        self.head_contexts: List[HeadContext] = []
+        bridges: List[MomentumBridge] = []
+        for j in range(k - 1):
+            nxt = self.ranges[j + 1][0]
+            if spec.bridge is not None:
+                bridges.append(MomentumBridge(model.units[nxt], info[nxt].channels,
+                                              spec.bridge, lb))
+                seen = info[nxt]
+            else:
+                seen = info[self.ranges[j][1] - 1]
+            ctx = HeadContext(info=seen, index=j, num_heads=k - 1,
+                              num_classes=model.num_classes, image_size=tuple(image_size),
+                              image_channels=model.in_chans,
+                              stage=reductions.index(seen.reduction) + 1,
+                              num_stages=len(reductions))
+            self.head_contexts.append(ctx)
+            heads.append(build_head(str(spec.head), ctx, **(head_opts or {})))
+        self.heads = nn.ModuleList(heads)
+        self.bridges = nn.ModuleList(bridges)
+
+    @property
+    def k(self) -> int:
+        """Number of gradient-isolated blocks."""
+        return len(self.ranges)
+
+    def block_units(self, j: int) -> List[nn.Module]:
+        """The units of block j (the last block also runs the task-head unit)."""
+        start, end = self.ranges[j]
+        if j == self.k - 1:
+            end = len(self.model.units)
+        return list(self.model.units[start:end])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def block_losses(self, x: torch.Tensor, y: torch.Tensor,
+                     bank: Optional[FeatureBank] = None) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Yield ``(j, loss_j)`` block by block; the caller backpropagates each.
+
+        Block j+1 starts from ``h.detach()`` — the only gradient cut — taken after
+        the caller resumed the generator, i.e. after ``loss_j.backward()``.
+        """
+        bank = bank if bank is not None else FeatureBank(x, self.mean, self.std)
+        h = x
+        last = self.k - 1
+        for j in range(self.k):
+            for unit in self.block_units(j):
+                h = unit(h)
+            if j == last:
+                yield j, F.cross_entropy(h, y)
+            else:
+                z = self.bridges[j](h) if len(self.bridges) else h
+                yield j, self.heads[j](z, y, bank)
+                h = h.detach()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor,
+                   backward: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+        """Forward and backward every block; returns the K losses, detached (no sync).
+
+        ``backward`` replaces ``loss.backward()`` (e.g. a GradScaler's scaled backward).
+        The optimizer step and ``ema_update`` are the caller's.
+        """
+        losses: List[torch.Tensor] = []
+        for _, loss in self.block_losses(x, y):
+            if backward is None:
+                loss.backward()
+            else:
+                backward(loss)
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    def ema_sources(self) -> List[nn.Module]:
+        """The live unit each bridge's EMA copy tracks (first unit of block j+1)."""
+        return [self.model.units[self.ranges[j + 1][0]] for j in range(len(self.bridges))]
+
+    def ema_update(self) -> None:
+        """One fused EMA step of every bridge towards the unit it tracks."""
+        if len(self.bridges):
+            ema_update(list(self.bridges), self.ema_sources(), self.ema_momentum)

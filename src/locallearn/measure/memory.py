@@ -1,0 +1,107 @@
+"""Peak memory of one training step, on any device.
+
+On CPU the activation term comes from ``torch.autograd.graph.saved_tensors_hooks``:
+every tensor autograd saves for backward is counted once per storage while it is
+alive (views of one storage count once; a storage is released when the last saved
+reference to it is freed, i.e. when its block's graph is backpropagated). Not
+counted: transient tensors never saved by autograd (e.g. a conv's output that only
+feeds a BatchNorm that saves its own input), allocator slack and fragmentation.
+Parameters, gradients and optimizer state are computed from the tensors themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterable, Optional
+
+import torch
+
+from ..local_net import LocalNet
+
+
+class _Saved:
+    """Packed saved tensor: releases its storage's count when autograd frees it."""
+
+    __slots__ = ("tensor", "meter", "key")
+
+    def __init__(self, tensor: torch.Tensor, meter: "ActivationMeter") -> None:
+        self.tensor, self.meter = tensor, meter
+        self.key = meter._acquire(tensor)
+
+    def __del__(self) -> None:
+        if self.key is not None:
+            self.meter._release(self.key)
+
+
+class ActivationMeter:
+    """Counts the bytes of live saved tensors; ``peak`` is the maximum seen."""
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+        self.current = 0
+        self.peak = 0
+        self._refs: Dict[int, list] = {}
+        # parameters and buffers are counted as such, not as activations
+        self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
+
+    def _acquire(self, t: torch.Tensor) -> Optional[int]:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._exclude:
+            return None
+        entry = self._refs.get(key)
+        if entry is None:
+            self._refs[key] = [1, storage.nbytes()]
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        else:
+            entry[0] += 1
+        return key
+
+    def _release(self, key: int) -> None:
+        entry = self._refs[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.current -= entry[1]
+            del self._refs[key]
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(t, self),
+                                                        lambda s: s.tensor)
+
+
+@dataclass
+class StepMemory:
+    """Bytes of one training step; ``total`` = params + grads + optimizer + activations."""
+
+    param_bytes: int
+    grad_bytes: int
+    optim_bytes: int
+    activation_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.param_bytes + self.grad_bytes + self.optim_bytes + self.activation_bytes
+
+    def to_dict(self) -> Dict[str, int]:
+        return {**asdict(self), "peak_bytes": self.total}
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def measure_step_memory(net: LocalNet, x: torch.Tensor, y: torch.Tensor) -> StepMemory:
+    """Run one ``train_step`` under the meter (grads are left on ``net``; zero them after).
+
+    Optimizer state is taken as one momentum buffer per trainable parameter (SGD).
+    """
+    meter = ActivationMeter(exclude=[*net.parameters(), *net.buffers()])
+    with meter.hooks():
+        net.train_step(x, y)
+    params = list(net.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    return StepMemory(
+        param_bytes=sum(_nbytes(p) for p in params) + sum(_nbytes(b) for b in net.buffers()),
+        grad_bytes=sum(_nbytes(p) for p in trainable),
+        optim_bytes=sum(_nbytes(p) for p in trainable),
+        activation_bytes=meter.peak,
+    )

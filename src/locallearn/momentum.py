@@ -1,0 +1,78 @@
+"""MAN / MAN++ bridges: an EMA copy + a learnable copy of the next block's first unit."""
+from __future__ import annotations
+
+import copy
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+from .errors import choice_error
+
+BRIDGE_KINDS = ("ema", "man", "manpp")
+LB_KINDS = ("unit", "channel")
+
+
+class ChannelAffine(nn.Module):
+    """The paper's lightweight learnable bias: ``a * z + b`` per channel (init identity)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, z, self.weight)
+
+
+class MomentumBridge(nn.Module):
+    """Maps block j's output through the (EMA, LB) copies of unit ``next_unit``.
+
+    kinds (the MAN++ ablation, Table VII): ``ema``: ``EMA(h)``; ``man``:
+    ``LB(h) + EMA(h)``; ``manpp``: ``s*LB(h) + (2-s)*EMA(h)`` with a learnable scalar
+    ``s`` (init 1). ``lb="unit"`` makes LB a full trainable copy of the unit (the
+    reference code); ``lb="channel"`` a per-channel affine applied to ``EMA(h)`` (the
+    paper's lightweight bias). The EMA copy is frozen but differentiable w.r.t. its
+    input, so head j's gradient reaches block j through it.
+    """
+
+    def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
+                 lb: str = "unit") -> None:
+        super().__init__()
+        if kind not in BRIDGE_KINDS:
+            raise choice_error("bridge", kind, BRIDGE_KINDS)
+        if lb not in LB_KINDS:
+            raise choice_error("lb", lb, LB_KINDS)
+        self.kind, self.lb_kind = kind, lb
+        self.ema = copy.deepcopy(next_unit)
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.lb: nn.Module | None = None
+        if kind != "ema":
+            self.lb = copy.deepcopy(next_unit) if lb == "unit" else ChannelAffine(channels)
+            for p in self.lb.parameters():
+                p.requires_grad_(True)
+        self.scale = nn.Parameter(torch.ones(())) if kind == "manpp" else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        e = self.ema(h)
+        if self.lb is None:
+            return e
+        b = self.lb(e) if self.lb_kind == "channel" else self.lb(h)
+        if self.scale is None:
+            return b + e
+        s = self.scale.to(b.dtype)
+        return s * b + (2.0 - s) * e
+
+
+@torch.no_grad()
+def ema_update(bridges: Sequence[MomentumBridge], sources: Sequence[nn.Module],
+               momentum: float) -> None:
+    """``ema <- m*ema + (1-m)*source`` for every bridge, as one fused foreach call."""
+    ema_params: List[torch.Tensor] = []
+    src_params: List[torch.Tensor] = []
+    for bridge, src in zip(bridges, sources):
+        ema_params.extend(bridge.ema.parameters())
+        src_params.extend(src.parameters())
+    if ema_params:
+        torch._foreach_lerp_(ema_params, src_params, 1.0 - momentum)

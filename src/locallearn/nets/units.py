@@ -1,0 +1,54 @@
+"""A backbone as an ordered list of units with timm-style metadata."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    """What a unit outputs: ``channels`` feature maps at ``reduction`` x downsampling.
+
+    ``kind`` is ``"body"`` for units that may start or end a block and ``"head"`` for
+    the task classifier, which always joins the last block.
+    """
+
+    name: str
+    channels: int
+    reduction: int
+    kind: str = "body"
+
+
+class UnitNet(nn.Module):
+    """Runs ``units`` one after another. Subclasses only build the list.
+
+    Attributes:
+        units: the ordered units; the last one is the task head.
+        unit_info: one ``UnitInfo`` per unit.
+        in_chans, num_classes: the input and output sizes the net was built for.
+    """
+
+    def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
+                 in_chans: int, num_classes: int) -> None:
+        super().__init__()
+        if len(units) != len(unit_info):
+            raise ValueError("units and unit_info differ in length")
+        if unit_info[-1].kind != "head" or any(u.kind != "body" for u in unit_info[:-1]):
+            raise ValueError("a UnitNet needs body units followed by exactly one head unit")
+        self.units = nn.ModuleList(units)
+        self.unit_info: List[UnitInfo] = list(unit_info)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+
+    @property
+    def num_body_units(self) -> int:
+        """Units that blocks are cut from (all but the task head)."""
+        return len(self.units) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return x

@@ -1,0 +1,41 @@
+"""Cut a backbone's body units into K contiguous blocks."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from .errors import ConfigError
+
+Range = Tuple[int, int]  # [start, end) unit indices
+
+
+def split(num_units: int, k: int, boundaries: Optional[Sequence[int]] = None) -> List[Range]:
+    """Return K contiguous ``[start, end)`` ranges covering ``num_units`` body units.
+
+    By default each block gets ``num_units // k`` units and the remainder goes to the
+    *last* blocks (early blocks work at full resolution and dominate memory, so they
+    stay small). ``boundaries`` instead gives the K-1 unit indices where blocks 2..K
+    start, e.g. ``[1, 6, 11]``. The task-head unit is not counted here: it always joins
+    the last block (``LocalNet`` appends it).
+    """
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ConfigError(f"blocks must be an integer, got {k!r}")
+    if k < 1 or k > num_units:
+        raise ConfigError(f"blocks K={k} is out of range: this model has {num_units} units, "
+                          f"so K must be between 1 and {num_units}")
+    if boundaries is not None:
+        cuts = [int(b) for b in boundaries]
+        if len(cuts) != k - 1:
+            raise ConfigError(f"boundaries {list(boundaries)} must list K-1={k - 1} cut points")
+        if any(b <= a for a, b in zip([0] + cuts, cuts + [num_units])):
+            raise ConfigError(f"boundaries {list(boundaries)} must increase strictly within "
+                              f"1..{num_units - 1}")
+    else:
+        base, extra = divmod(num_units, k)
+        sizes = [base] * (k - extra) + [base + 1] * extra
+        cuts, acc = [], 0
+        for s in sizes[:-1]:
+            acc += s
+            cuts.append(acc)
+    starts = [0] + cuts
+    ends = cuts + [num_units]
+    return list(zip(starts, ends))

@@ -1,0 +1,219 @@
+"""The epoch loop: optimizer, schedule, evaluation, metrics, atomic checkpoints, resume."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import Batches, ImageData, load_dataset
+from .devices import resolve_device
+from .errors import ConfigError
+from .local_net import LocalNet
+from .nets import create_model
+from .plots import plot_runs
+
+METRIC_FIELDS = ["epoch", "train_loss", "test_acc", "lr", "seconds"]
+
+
+def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
+    """The backbone and its LocalNet for ``cfg`` on ``data`` (on CPU)."""
+    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans)
+    return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
+                    mean=data.mean, std=data.std, boundaries=cfg.boundaries,
+                    head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast for ``amp`` in {none, bf16, fp16} on the device's type."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"amp 'fp16' needs a CUDA device (got {device}); use --amp bf16")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up from ``warmup_start_lr`` then cosine to 0, as a pure function of step."""
+    total = cfg.epochs * steps_per_epoch
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return cfg.warmup_start_lr + (cfg.lr - cfg.warmup_start_lr) * step / warm
+    t = (step - warm) / max(1, total - warm)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def evaluate(net: LocalNet, batches: Batches, device: torch.device, amp: str = "none") -> float:
+    """Top-1 accuracy of the backbone (heads unused) on ``batches``."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    with autocast(device, amp):
+        for x, y in batches:
+            correct += (net(x).argmax(1) == y).sum()
+            count += y.numel()
+    net.train(was_training)
+    return correct.item() / max(1, count)
+
+
+def _write_metrics(path: Path, rows: List[Dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _summary(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: float,
+             device: torch.device, data: ImageData) -> Dict[str, Any]:
+    accs = [r["test_acc"] for r in rows]
+    secs = sorted(r["sec_per_step"] for r in rows) if rows else [float("nan")]
+    out: Dict[str, Any] = {
+        "model": cfg.model, "method": str(net.spec), "blocks": net.k,
+        "epochs": len(rows), "epochs_planned": cfg.epochs, "dataset": cfg.dataset,
+        "final_test_acc": accs[-1] if accs else None,
+        "best_test_acc": max(accs) if accs else None,
+        "wall_time_s": wall, "sec_per_step": secs[len(secs) // 2],
+        "params_backbone": sum(p.numel() for p in net.model.parameters()),
+        "params_trainable": sum(p.numel() for p in net.parameters() if p.requires_grad),
+        "device": str(device), "mean": list(data.mean), "std": list(data.std),
+        "num_classes": data.num_classes, "in_chans": data.in_chans,
+        "image_size": list(data.image_size), "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        out["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+    return out
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+        stop_after_epochs: Optional[int] = None) -> Dict[str, Any]:
+    """Train per ``cfg`` into ``cfg.out``; return the run summary.
+
+    With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its saved config
+    wins) and ends exactly as an uninterrupted run would. ``stop_after_epochs``
+    stops early after that many epochs in total, as if the process were killed
+    (used by tests).
+    """
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    state: Optional[Dict[str, Any]] = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        saved = out / "config.json"
+        if saved.is_file():
+            cfg = TrainConfig.load(saved)
+            cfg.out = str(out)
+    elif ckpt_path.exists():
+        raise ConfigError(f"run directory {out} already holds a checkpoint; pass --resume to "
+                          "continue it or choose another --out")
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
+                        limit_test=cfg.limit_test, download=cfg.download)
+    net = build_net(cfg, data).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows: List[Dict[str, Any]] = []
+    start_epoch, step, wall = 0, 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
+        wall = state["wall_time_s"]
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.json")
+    train = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
+                    shuffle=True, augment=cfg.augment, generator=gen, device=device,
+                    channels_last=cfg.channels_last, drop_last=True)
+    test = Batches(data.test_x, data.test_y, cfg.eval_batch_size, data.mean, data.std,
+                   device=device, channels_last=cfg.channels_last)
+    if len(train) == 0:
+        raise ConfigError(f"batch-size {cfg.batch_size} is larger than the {len(data.train_y)} "
+                          "training samples")
+    backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
+    last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(train, desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            lr = lr_at(cfg, step, len(train))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(device, cfg.amp):
+                losses = net.train_step(x, y, backward=backward)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            net.ema_update()
+            loss_sum += losses[-1]
+            step += 1
+            if progress and (i + 1) % cfg.log_interval == 0:  # the only host sync in the loop
+                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3f}", lr=f"{lr:.3g}")
+        train_loss = loss_sum.item() / len(train)
+        seconds = time.perf_counter() - t0
+        acc = evaluate(net, test, device, cfg.amp)
+        wall += time.perf_counter() - t0
+        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
+                     "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
+                     "sec_per_step": seconds / len(train)})
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
+                       f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  {seconds:.1f}s")
+        ckpt: Dict[str, Any] = {"net": net.state_dict(), "optimizer": opt.state_dict(),
+                                "epoch": epoch + 1, "step": step, "history": rows,
+                                "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                "wall_time_s": wall}
+        if scaler is not None:
+            ckpt["scaler"] = scaler.state_dict()
+        save_checkpoint(ckpt_path, ckpt)
+        _write_metrics(out / "metrics.csv", rows)
+        summary = _summary(cfg, net, rows, wall, device, data)
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
+                  title=f"{cfg.model} on {cfg.dataset}")
+    return _summary(cfg, net, rows, wall, device, data)
+
+
+def load_run(run_dir: Path, device: str = "cpu",
+             data_dir: Optional[str] = None) -> Tuple[TrainConfig, LocalNet, ImageData]:
+    """Rebuild a run's LocalNet from ``config.json`` + ``checkpoint.pt``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
+                        limit_test=cfg.limit_test, download=cfg.download)
+    net = build_net(cfg, data)
+    net.load_state_dict(state["net"])
+    return cfg, net.to(resolve_device(device)), data

@@ -1,0 +1,127 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from locallearn import ConfigError, LocalNet, create_model, list_methods, list_models
+
+IMG = (1, 12, 12)
+
+
+def _batch(n=6, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *IMG, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _net(model="resnet20", k=4, method="dgl+manpp", **kw):
+    torch.manual_seed(0)
+    m = create_model(model, num_classes=10, in_chans=IMG[0])
+    return LocalNet(m, k, method, image_size=IMG[1:], mean=[0.5], std=[0.25], **kw)
+
+
+def _grads(net):
+    return {n: (p.grad.clone() if p.grad is not None else None) for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("method", ["e2e", "dgl", "infopro+manpp"])
+def test_k1_equals_plain_backprop(method):
+    x, y = _batch()
+    net = _net(k=1, method=method)
+    plain = copy.deepcopy(net.model)
+    assert len(net.heads) == 0 and len(net.bridges) == 0
+    losses = net.train_step(x, y)
+    F.cross_entropy(plain(x), y).backward()
+    assert losses.shape == (1,)
+    for (n, p), q in zip(net.model.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5), n
+
+
+@pytest.mark.parametrize("method", ["dgl", "infopro+manpp", "predsim+man", "greedy+ema"])
+def test_gradient_isolation(method):
+    """The loss of block j reaches only block j, bridge j and head j."""
+    x, y = _batch()
+    net = _net(k=4, method=method)
+    names = dict(net.named_parameters())
+    owner = {}
+    for j in range(net.k):
+        for u in net.block_units(j):
+            for p in u.parameters():
+                owner[id(p)] = ("block", j)
+    for j, (h, b) in enumerate(zip(net.heads, list(net.bridges) or [None] * len(net.heads))):
+        for p in h.parameters():
+            owner[id(p)] = ("aux", j)
+        for p in (b.parameters() if b is not None else []):
+            owner[id(p)] = ("aux", j)
+    assert len(owner) == len(names)
+    losses = list(net.block_losses(x, y))  # graphs stay alive while we hold the losses
+    params = [p for p in names.values() if p.requires_grad]
+    for j, loss in losses:
+        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        touched = {owner[id(p)] for p, g in zip(params, grads) if g is not None and g.abs().sum() > 0}
+        assert ("block", j) in touched
+        assert touched <= {("block", j), ("aux", j)}, (j, touched)
+
+
+def test_block_j_gets_gradient_through_frozen_ema_copy():
+    x, y = _batch()
+    net = _net(k=4, method="dgl+ema")  # EMA only: no learnable copy
+    losses = list(net.block_losses(x, y))
+    block0 = [p for u in net.block_units(0) for p in u.parameters()]
+    grads = torch.autograd.grad(losses[0][1], block0, retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert all(not p.requires_grad for p in net.bridges[0].ema.parameters())
+
+
+METHODS = list_methods()
+
+
+@pytest.mark.parametrize("model", list_models())
+@pytest.mark.parametrize("method", METHODS)
+def test_every_model_and_method_steps(model, method):
+    x, y = _batch(n=4)
+    net = _net(model=model, k=3, method=method)
+    losses = net.train_step(x, y)
+    assert losses.shape == ((1,) if method == "e2e" else (3,))
+    assert torch.isfinite(losses).all()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    opt.step()
+    net.ema_update()
+    out = net(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+def test_heads_read_the_bridged_unit_metadata():
+    net = _net(model="resnet20", k=10, method="infopro+manpp")
+    # boundary 3 -> next block starts at unit 4 = layer2.0 (32 channels, reduction 2)
+    assert net.ranges[4][0] == 4
+    assert net.head_contexts[3].info.name == "layer2.0"
+    assert net.head_contexts[3].info.channels == 32 and net.head_contexts[3].stage == 2
+    plain = _net(model="resnet20", k=10, method="infopro")
+    assert plain.head_contexts[3].info.name == "layer1.2"  # last unit of block 3
+    # loss weights interpolate over the block index, identically with or without a bridge
+    assert net.heads[3].ixx == plain.heads[3].ixx
+    assert net.heads[0].ixx == 5.0 and abs(net.heads[8].ixx - 0.2) < 1e-9
+
+
+def test_ema_update_tracks_next_unit_and_is_fused():
+    net = _net(k=4, method="dgl+manpp", ema_momentum=0.5)
+    src = net.ema_sources()
+    with torch.no_grad():
+        for p in src[1].parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in net.bridges[1].ema.parameters()]
+    net.ema_update()
+    for b, e, s in zip(before, net.bridges[1].ema.parameters(), src[1].parameters()):
+        assert torch.allclose(e, 0.5 * b + 0.5 * s)
+
+
+def test_unknown_method_and_bad_momentum():
+    with pytest.raises(ConfigError, match="dgl\\+mann.*infopro\\+manpp"):
+        _net(method="dgl+mann")
+    with pytest.raises(ConfigError, match="momentum"):
+        _net(ema_momentum=1.5)
+    with pytest.raises(ConfigError, match="K=11"):
+        _net(k=11)

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from locallearn import ConfigError, create_model, list_models, split
+
+
+@pytest.mark.parametrize("depth,units", [(20, 10), (32, 16), (56, 28), (110, 55)])
+def test_cifar_resnet_units(depth, units):
+    m = create_model(f"resnet{depth}", num_classes=7, in_chans=1)
+    assert m.num_body_units == units
+    assert [u.channels for u in m.unit_info[:-1]][:2] == [16, 16]
+    assert m.unit_info[-1].kind == "head" and m.unit_info[-1].channels == 7
+    assert m.unit_info[-2].channels == 64 and m.unit_info[-2].reduction == 4
+    out = m(torch.randn(2, 1, 12, 12))
+    assert out.shape == (2, 7)
+
+
+def test_resnet32_param_count_matches_paper_scale():
+    n = sum(p.numel() for p in create_model("resnet32").parameters())
+    assert 0.45e6 < n < 0.48e6  # ResNet-32 is ~0.46M parameters
+
+
+def test_registry_lists_and_rejects():
+    assert {"resnet20", "resnet32", "resnet56", "resnet110"} <= set(list_models())
+    with pytest.raises(ConfigError, match="resnet33.*resnet32"):
+        create_model("resnet33")
+
+
+def test_papers_splits():
+    # ResNet-32: stem + 15 residual units; K=16 one unit each, K=8 two each
+    assert split(16, 16) == [(i, i + 1) for i in range(16)]
+    assert split(16, 8) == [(2 * i, 2 * i + 2) for i in range(8)]
+    assert split(55, 55) == [(i, i + 1) for i in range(55)]
+    assert split(16, 1) == [(0, 16)]
+
+
+def test_uneven_split_gives_extra_units_to_late_blocks():
+    assert split(16, 3) == [(0, 5), (5, 10), (10, 16)]
+    sizes = [e - s for s, e in split(55, 32)]
+    assert sum(sizes) == 55 and sizes == sorted(sizes) and max(sizes) - min(sizes) == 1
+
+
+def test_explicit_boundaries():
+    assert split(16, 3, boundaries=[1, 6]) == [(0, 1), (1, 6), (6, 16)]
+    with pytest.raises(ConfigError, match="K-1=2"):
+        split(16, 3, boundaries=[4])
+    with pytest.raises(ConfigError, match="increase"):
+        split(16, 3, boundaries=[6, 6])
+
+
+@pytest.mark.parametrize("k", [0, -1, 17])
+def test_bad_k(k):
+    with pytest.raises(ConfigError, match=f"K={k}.*between 1 and 16"):
+        split(16, k)
