@@ -159,7 +159,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(train, desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+                   disable=None if progress else True, leave=False, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
             lr = lr_at(cfg, step, len(train))
             for group in opt.param_groups:
@@ -184,7 +184,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
                      "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
                      "sec_per_step": seconds / len(train)})
-        if progress:
+        if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
                        f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  {seconds:.1f}s")
         ckpt: Dict[str, Any] = {"net": net.state_dict(), "optimizer": opt.state_dict(),
