@@ -125,3 +125,33 @@ def test_unknown_method_and_bad_momentum():
         _net(ema_momentum=1.5)
     with pytest.raises(ConfigError, match="K=11"):
         _net(k=11)
+
+
+def test_block_parameters_partition_the_trainable_parameters():
+    net = _net(k=4, method="infopro+manpp")
+    seen = [id(p) for j in range(net.k) for p in net.block_parameters(j)]
+    assert len(seen) == len(set(seen))
+    assert set(seen) == {id(p) for p in net.parameters() if p.requires_grad}
+
+
+def test_stepping_each_block_after_its_backward_equals_one_global_step():
+    from locallearn import TrainConfig
+    from locallearn.optim import BlockOptimizers
+
+    x, y = _batch()
+    a = _net(k=4, method="dgl+manpp")
+    b = copy.deepcopy(a)
+    cfg = TrainConfig(lr=0.1)
+    per_block = BlockOptimizers(a, cfg)
+    glob = torch.optim.SGD([p for p in b.parameters() if p.requires_grad], lr=0.1,
+                           momentum=0.9, nesterov=True, weight_decay=1e-4)
+    for _ in range(2):
+        a.train_step(x, y, after_block=per_block.after_block)
+        assert all(p.grad is None for p in a.parameters())  # gradients dropped per block
+        a.ema_update()
+        b.train_step(x, y)
+        glob.step()
+        glob.zero_grad(set_to_none=True)
+        b.ema_update()
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), n

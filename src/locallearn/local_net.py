@@ -102,20 +102,35 @@ class LocalNet(nn.Module):
                 yield j, self.heads[j](z, y, bank)
                 h = h.detach()
 
+    def block_parameters(self, j: int) -> List[nn.Parameter]:
+        """Trainable parameters updated by block j's loss: its units, head j, bridge j."""
+        mods: List[nn.Module] = self.block_units(j)
+        if j < self.k - 1:
+            mods.append(self.heads[j])
+            if len(self.bridges):
+                mods.append(self.bridges[j])
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor,
-                   backward: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+                   backward: Optional[Callable[[torch.Tensor], None]] = None,
+                   after_block: Optional[Callable[[int], None]] = None) -> torch.Tensor:
         """Forward and backward every block; returns the K losses, detached (no sync).
 
         ``backward`` replaces ``loss.backward()`` (e.g. a GradScaler's scaled backward).
-        The optimizer step and ``ema_update`` are the caller's.
+        ``after_block(j)`` runs right after block j's backward — the place to step
+        block j's optimizer and drop its gradients, so that gradient memory is one
+        block's. That is exact: no later loss reaches block j's parameters. The
+        EMA update (``ema_update``) is the caller's, after all blocks.
         """
         losses: List[torch.Tensor] = []
-        for _, loss in self.block_losses(x, y):
+        for j, loss in self.block_losses(x, y):
             if backward is None:
                 loss.backward()
             else:
                 backward(loss)
             losses.append(loss.detach())
+            if after_block is not None:
+                after_block(j)
         return torch.stack(losses)
 
     def ema_sources(self) -> List[nn.Module]:

@@ -19,6 +19,7 @@ from .data import Batches, ImageData, load_dataset
 from .devices import resolve_device
 from .errors import ConfigError
 from .local_net import LocalNet
+from .optim import BlockOptimizers
 from .nets import create_model
 from .plots import plot_runs
 
@@ -126,18 +127,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     net = build_net(cfg, data).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    opt = BlockOptimizers(net, cfg, scaler)
     gen = torch.Generator().manual_seed(cfg.seed)
     rows: List[Dict[str, Any]] = []
     start_epoch, step, wall = 0, 0, 0.0
     if state is not None:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         rows, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
@@ -162,16 +159,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                    disable=None if progress else True, leave=False, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
             lr = lr_at(cfg, step, len(train))
-            for group in opt.param_groups:
-                group["lr"] = lr
+            opt.set_lr(lr)
             with autocast(device, cfg.amp):
-                losses = net.train_step(x, y, backward=backward)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
+                losses = net.train_step(x, y, backward=backward, after_block=opt.after_block)
+            opt.finish()
             net.ema_update()
             loss_sum += losses[-1]
             step += 1
@@ -191,8 +182,6 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                                 "epoch": epoch + 1, "step": step, "history": rows,
                                 "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                 "wall_time_s": wall}
-        if scaler is not None:
-            ckpt["scaler"] = scaler.state_dict()
         save_checkpoint(ckpt_path, ckpt)
         _write_metrics(out / "metrics.csv", rows)
         summary = _summary(cfg, net, rows, wall, device, data)
