@@ -181,6 +181,47 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_text
+    from .measure.bench import BenchSpec, environment, format_table, run_bench
+
+    spec = BenchSpec(model=a.model, methods=[m for m in a.method.split(",") if m],
+                     blocks=a.blocks, batch_size=a.batch_size, device=a.device,
+                     image_size=a.image_size, in_chans=a.in_chans, num_classes=a.num_classes,
+                     channels_last=not a.no_channels_last, warmup=a.warmup, repeats=a.repeats,
+                     lb=a.lb)
+    from .nets import create_model
+
+    create_model(spec.model)  # unknown model: fail before measuring anything
+    rows = run_bench(a.mode, spec)
+    print(f"{spec.model}, batch {spec.batch_size}, {spec.in_chans}x{spec.image_size}x{spec.image_size}, "
+          f"{rows[0]['device']} (x = ratio to e2e in this run)")
+    print(format_table(rows))
+    if a.json:
+        atomic_write_text(Path(a.json), json.dumps({"env": environment(), "mode": a.mode,
+                                                     "rows": rows}, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="memory / speed / FLOPs of a training step vs E2E")
+    p.add_argument("mode", help="memory or speed")
+    p.add_argument("--model", default="resnet32")
+    p.add_argument("--method", default="e2e", help="comma-separated specs, e.g. dgl,dgl+manpp")
+    p.add_argument("--blocks", type=_int_list, default=[1], help="comma-separated K values")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--lb", default="unit")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", default=None, help="write the rows (and environment) here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Supervised local learning for vision networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -194,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", default=None)
     sub.add_parser("list", help="models, methods, head options, datasets")
+    _add_bench(sub)
     p = sub.add_parser("demo", help="E2E vs InfoPro+MAN++ on Fashion-MNIST in a few minutes")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=2)
@@ -207,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "list": cmd_list,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "bench": cmd_bench}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,7 +11,7 @@ Parameters, gradients and optimizer state are computed from the tensors themselv
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
@@ -89,19 +89,28 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def measure_step_memory(net: LocalNet, x: torch.Tensor, y: torch.Tensor) -> StepMemory:
-    """Run one ``train_step`` under the meter (grads are left on ``net``; zero them after).
+def measure_step_memory(net: LocalNet, x: torch.Tensor, y: torch.Tensor,
+                        after_block: Optional[Callable[[int], None]] = None) -> StepMemory:
+    """Run one ``train_step`` under the meter.
 
-    Optimizer state is taken as one momentum buffer per trainable parameter (SGD).
+    Parameters include buffers (BN statistics, the frozen EMA copies). Optimizer
+    state is one momentum buffer per trainable parameter (SGD). Gradients: with
+    ``after_block`` (stepping and dropping each block's gradients right after its
+    backward) the largest block's, else all of them; grads left on ``net`` are the
+    caller's to zero.
     """
     meter = ActivationMeter(exclude=[*net.parameters(), *net.buffers()])
     with meter.hooks():
-        net.train_step(x, y)
+        net.train_step(x, y, after_block=after_block)
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]
+    if after_block is None:
+        grads = sum(_nbytes(p) for p in trainable)
+    else:
+        grads = max(sum(_nbytes(p) for p in net.block_parameters(j)) for j in range(net.k))
     return StepMemory(
         param_bytes=sum(_nbytes(p) for p in params) + sum(_nbytes(b) for b in net.buffers()),
-        grad_bytes=sum(_nbytes(p) for p in trainable),
+        grad_bytes=grads,
         optim_bytes=sum(_nbytes(p) for p in trainable),
         activation_bytes=meter.peak,
     )
