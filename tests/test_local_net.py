@@ -155,3 +155,17 @@ def test_stepping_each_block_after_its_backward_equals_one_global_step():
         b.ema_update()
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_recompute_gives_identical_gradients_and_bn_stats():
+    x, y = _batch()
+    a = _net(k=4, method="infopro+manpp")
+    b = _net(k=4, method="infopro+manpp", recompute=True)
+    b.load_state_dict(a.state_dict())
+    la, lb = a.train_step(x, y), b.train_step(x, y)
+    assert torch.equal(la, lb)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+    for (n, t), u in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(t, u), n  # running stats updated once, not twice

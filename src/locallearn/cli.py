@@ -78,6 +78,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-test", type=int, default=None, help="use the first N test samples")
     p.add_argument("--lb", default=d.lb, help="learnable bias of MAN/MAN++: unit or channel")
     p.add_argument("--ema-momentum", type=float, default=d.ema_momentum)
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute the bridge copies in backward (less memory, more time)")
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="head option, e.g. loss=ce or ixx=5,0.2 (repeatable; see `locallearn list`)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
@@ -104,7 +106,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         momentum=a.momentum, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
-        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum,
+        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute,
         head_opts=parse_head_opts(a.method, a.head_opt), boundaries=a.boundaries,
         eval_batch_size=a.eval_batch_size).validate()
 
@@ -189,7 +191,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
                      blocks=a.blocks, batch_size=a.batch_size, device=a.device,
                      image_size=a.image_size, in_chans=a.in_chans, num_classes=a.num_classes,
                      channels_last=not a.no_channels_last, warmup=a.warmup, repeats=a.repeats,
-                     lb=a.lb)
+                     lb=a.lb, recompute=a.recompute)
     from .nets import create_model
 
     create_model(spec.model)  # unknown model: fail before measuring anything
@@ -216,6 +218,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-chans", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--lb", default="unit")
+    p.add_argument("--recompute", action="store_true", help="recompute the bridge copies in backward")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)

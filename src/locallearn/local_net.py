@@ -32,7 +32,8 @@ class LocalNet(nn.Module):
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  boundaries: Optional[Sequence[int]] = None,
                  head_opts: Optional[Dict[str, object]] = None,
-                 lb: str = "unit", ema_momentum: float = 0.995) -> None:
+                 lb: str = "unit", ema_momentum: float = 0.995,
+                 recompute: bool = False) -> None:
         super().__init__()
         spec = parse_method(method) if isinstance(method, str) else method
         if not 0.0 <= ema_momentum < 1.0:
@@ -53,7 +54,7 @@ class LocalNet(nn.Module):
             nxt = self.ranges[j + 1][0]
             if spec.bridge is not None:
                 bridges.append(MomentumBridge(model.units[nxt], info[nxt].channels,
-                                              spec.bridge, lb))
+                                              spec.bridge, lb, recompute))
                 seen = info[nxt]
             else:
                 seen = info[self.ranges[j][1] - 1]

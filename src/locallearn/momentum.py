@@ -1,11 +1,13 @@
 """MAN / MAN++ bridges: an EMA copy + a learnable copy of the next block's first unit."""
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import List, Sequence
+from typing import Iterator, List, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .errors import choice_error
 
@@ -37,8 +39,9 @@ class MomentumBridge(nn.Module):
     """
 
     def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
-                 lb: str = "unit") -> None:
+                 lb: str = "unit", recompute: bool = False) -> None:
         super().__init__()
+        self.recompute = recompute
         if kind not in BRIDGE_KINDS:
             raise choice_error("bridge", kind, BRIDGE_KINDS)
         if lb not in LB_KINDS:
@@ -54,15 +57,39 @@ class MomentumBridge(nn.Module):
                 p.requires_grad_(True)
         self.scale = nn.Parameter(torch.ones(())) if kind == "manpp" else None
 
+    def _run(self, copy_: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """Run one copy; with ``recompute`` keep only its input and output for backward."""
+        if not (self.recompute and torch.is_grad_enabled()):
+            return copy_(h)
+        return checkpoint(copy_, h, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(copy_)))
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        e = self.ema(h)
+        e = self._run(self.ema, h)
         if self.lb is None:
             return e
-        b = self.lb(e) if self.lb_kind == "channel" else self.lb(h)
+        b = self.lb(e) if self.lb_kind == "channel" else self._run(self.lb, h)
         if self.scale is None:
             return b + e
         s = self.scale.to(b.dtype)
         return s * b + (2.0 - s) * e
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """During the recomputation, BatchNorm must not update its running stats twice."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
+              else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = 1*running + 0*batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
 
 @torch.no_grad()

@@ -31,7 +31,8 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans)
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
-                    head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum)
+                    head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
+                    recompute=cfg.recompute)
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

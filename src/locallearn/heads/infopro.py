@@ -45,8 +45,10 @@ class Decoder(nn.Module):
             nn.Conv2d(hidden, ctx.image_channels, 3, padding=1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(features, size=self.image_size, mode="bilinear", align_corners=True)
-        return self.net(x)
+        if tuple(features.shape[-2:]) != self.image_size:  # same size: skip a saved copy
+            features = F.interpolate(features, size=self.image_size, mode="bilinear",
+                                     align_corners=True)
+        return self.net(features)
 
     def loss(self, features: torch.Tensor, image01: torch.Tensor) -> torch.Tensor:
         # BCE on logits == BCE(sigmoid(.)) but autocast-safe; float32 for accuracy.
