@@ -1,0 +1,97 @@
+"""Cross-check the step-memory meter against the RSS growth of a fresh process (CPU).
+
+For each config a fresh Python process warms the libraries up with one full step of a
+throw-away net of the same shapes, frees it, builds the measured model + optimizer,
+resets the kernel's peak-RSS mark (/proc/self/clear_refs), runs one full training step
+and reads its peak RSS (VmHWM). The RSS growth during the step (gradients, optimizer
+state created at the first step, activations) is compared with the same parts of the
+meter (its total less parameters and buffers, which exist before the step). glibc's mmap threshold is
+pinned so that freed large tensors go back to the OS and RSS follows live memory.
+    .venv/bin/python benchmarks/crosscheck_memory.py
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONFIGS = [("resnet32", "e2e", 1), ("resnet32", "infopro+manpp", 16), ("resnet32", "dgl+manpp", 16),
+           ("resnet110", "e2e", 1), ("resnet110", "infopro+manpp", 55)]
+
+CHILD = r"""
+import ctypes, gc, json, sys, torch
+torch.set_num_threads(1)
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+from locallearn.measure.bench import BenchSpec, _build
+from locallearn.measure.memory import measure_step_memory
+from locallearn.optim import BlockOptimizers
+from locallearn.config import TrainConfig
+model, method, k, bs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+spec = BenchSpec(model=model, batch_size=bs, channels_last=False)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(bs, 1, 28, 28, generator=g); y = torch.randint(0, 10, (bs,), generator=g)
+# warm up with one full step of a throw-away net of the same shapes (oneDNN primitives,
+# autograd threads, first optimizer step), free it, then build the measured net and
+# reset the kernel's peak-RSS mark (clear_refs 5): the growth is what the step adds
+w = _build(spec, method, k, torch.device("cpu")); o = BlockOptimizers(w, TrainConfig())
+w.train_step(x, y, after_block=o.after_block); o.finish(); w.ema_update()
+del w, o; gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+net = _build(spec, method, k, torch.device("cpu"))
+opt = BlockOptimizers(net, TrainConfig())
+if sys.argv[5] == "meter":
+    m = measure_step_memory(net, x, y, after_block=opt.after_block)
+    print(json.dumps(m.to_dict()))
+else:
+    base = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    net.train_step(x, y, after_block=opt.after_block); opt.finish(); net.ema_update()
+    print(json.dumps({"rss_growth": status("VmHWM") - base}))
+"""
+
+
+def child(model: str, method: str, k: int, bs: int, what: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    out = subprocess.run([sys.executable, "-c", CHILD, model, method, str(k), str(bs), what],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    bs = 128
+    rows = []
+    for model, method, k in CONFIGS:
+        meter = child(model, method, k, bs, "meter")
+        rss = child(model, method, k, bs, "rss")
+        step = meter["peak_bytes"] - meter["param_bytes"]  # what the step adds on top of the model
+        rows.append({"model": model, "method": method, "blocks": k, "meter_total": meter["peak_bytes"],
+                     "meter_step": step, "rss_growth": rss["rss_growth"],
+                     "rel_diff": (step - rss["rss_growth"]) / rss["rss_growth"]})
+        print(rows[-1], flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from locallearn.measure.bench import environment
+
+    mb = 2.0 ** 20
+    lines = ["## Memory meter vs RSS growth of a fresh process (CPU, issue 4)", "",
+             f"Batch {bs}, 1x28x28 inputs, one full training step, channels-first, one thread; "
+             f"glibc mmap threshold pinned (64 KiB) so RSS follows live tensors.  ",
+             f"Environment: {json.dumps(environment())}; date {datetime.date.today()}.  ",
+             "Command: `.venv/bin/python benchmarks/crosscheck_memory.py`", "",
+             "| model | method | K | meter total MB | meter: grads + optimizer + activations MB | RSS growth during the step MB | meter vs RSS |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['blocks']} | {r['meter_total'] / mb:.1f} | "
+                     f"{r['meter_step'] / mb:.1f} | {r['rss_growth'] / mb:.1f} | {100 * r['rel_diff']:+.1f}% |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "section_memory_crosscheck.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
