@@ -34,14 +34,21 @@ BUDGETS = {
     # the MAN++ ablation on DGL: none / EMA / EMA+LB / EMA+LB+scale, plus InfoPro and E2E
     "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16],
                   methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
-                           "dgl+ema", "dgl+man"]),
+                           "dgl+ema", "dgl+man", "dgl+manpp@channel"]),
     "long": dict(epochs=30, limit_train=None, seeds=[0], ks=[16],
                  methods=["e2e", "dgl", "dgl+manpp"]),
 }
 
 
 def run_dir(budget: str, method: str, k: int, seed: int) -> Path:
-    return ROOT / "runs" / "reproduce" / budget / f"{method.replace('+', '_')}_K{k}_s{seed}"
+    name = method.replace("+", "_").replace("@", "_lb")
+    return ROOT / "runs" / "reproduce" / budget / f"{name}_K{k}_s{seed}"
+
+
+def split_variant(method: str) -> tuple:
+    """``dgl+manpp@channel`` -> (``dgl+manpp``, lb ``channel``): options that change the math."""
+    spec, _, lb = method.partition("@")
+    return spec, (lb or "unit")
 
 
 def train_one(budget: str, method: str, k: int, seed: int, device: str) -> None:
@@ -51,7 +58,8 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> None:
         done = json.loads((out / "summary.json").read_text())
         if done["epochs"] >= b["epochs"]:
             return
-    cfg = TrainConfig(model="resnet32", method=method, blocks=1 if method == "e2e" else k,
+    spec, lb = split_variant(method)
+    cfg = TrainConfig(model="resnet32", method=spec, blocks=1 if spec == "e2e" else k, lb=lb,
                       dataset="fashion-mnist", epochs=b["epochs"], batch_size=128, lr=0.1,
                       seed=seed, device=device, channels_last=True,
                       limit_train=b["limit_train"], out=str(out))

@@ -10,11 +10,12 @@ from .momentum import MomentumBridge
 from .nets import UnitInfo, UnitNet, create_model, list_models
 from .split import split
 from .train import fit
+from .wrap import wrap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "FeatureBank", "HEADS", "LocalNet", "MethodSpec", "MomentumBridge",
     "TrainConfig", "UnitInfo", "UnitNet", "build_head", "create_model", "export_backbone",
-    "fit", "list_methods", "list_models", "load_backbone", "parse_method", "split",
+    "fit", "list_methods", "list_models", "load_backbone", "parse_method", "split", "wrap",
 ]

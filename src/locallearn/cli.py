@@ -20,20 +20,29 @@ def _int_list(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def parse_head_opts(method: str, items: Sequence[str]) -> Dict[str, Any]:
+def parse_head_opts(method: str, items: Sequence[str], model: str = "resnet32") -> Dict[str, Any]:
     """Turn ``KEY=VALUE`` strings into typed head options (types from the defaults)."""
     from .heads import head_options
     from .methods import parse_method
+    from .nets import MODELS
 
     spec = parse_method(method)
-    defaults = head_options(spec.head) if spec.head else {}
+    if not items:
+        return {}
+    head = spec.head
+    if head == "auto":  # the model family's default head
+        from .nets import create_model
+
+        MODELS.get(model)
+        head = create_model(model).default_head
+    defaults = head_options(head) if head else {}
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"head option {item!r} must look like KEY=VALUE")
         if key not in defaults:
-            raise ConfigError(f"unknown option {key!r} for head {spec.head!r} "
+            raise ConfigError(f"unknown option {key!r} for head {head!r} "
                               f"(choose from: {', '.join(sorted(defaults)) or 'none'})")
         default = defaults[key]
         try:
@@ -107,7 +116,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute,
-        head_opts=parse_head_opts(a.method, a.head_opt), boundaries=a.boundaries,
+        head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
         eval_batch_size=a.eval_batch_size).validate()
 
 
@@ -149,7 +158,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     cfg, net, data = load_run(Path(a.run), device="cpu", data_dir=a.data_dir)
     meta = {"model": cfg.model, "num_classes": data.num_classes, "in_chans": data.in_chans,
             "mean": list(data.mean), "std": list(data.std), "method": str(net.spec),
-            "blocks": net.k, "dataset": cfg.dataset}
+            "blocks": net.k, "dataset": cfg.dataset, "image_size": list(data.image_size)}
     path = export_backbone(net, Path(a.out), meta)
     print(f"wrote {path} ({sum(p.numel() for p in net.model.parameters())} parameters, "
           f"load with locallearn.load_backbone)")

@@ -16,7 +16,8 @@ from .nets import UnitNet, create_model
 
 def export_backbone(net: LocalNet, path: Path, meta: Dict[str, object]) -> Path:
     """Write ``net.model``'s weights (loadable by ``create_model(...)``) to ``path``."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous()
+               for k, v in net.model.export_state_dict().items()}
     metadata = {k: json.dumps(v) for k, v in meta.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,9 +35,11 @@ def load_backbone(path: Path) -> UnitNet:
     if "model" not in meta:
         raise ConfigError(f"{path} has no locallearn metadata (model name); "
                           "load it with create_model(...).load_state_dict(load_file(path))")
+    size = meta.get("image_size")
     model = create_model(meta["model"], num_classes=int(meta["num_classes"]),
-                         in_chans=int(meta["in_chans"]))
-    model.load_state_dict(load_file(str(path)), strict=True)
+                         in_chans=int(meta["in_chans"]), image_size=tuple(size) if size else None)
+    target = model.source if model.source is not None else model
+    target.load_state_dict(load_file(str(path)), strict=True)
     return model.eval()
 
 

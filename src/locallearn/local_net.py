@@ -40,6 +40,7 @@ class LocalNet(nn.Module):
             raise ConfigError(f"ema momentum must be in [0, 1), got {ema_momentum}")
         self.spec = spec
         self.model = model
+        head_family = model.default_head if spec.head == "auto" else spec.head
         self.ema_momentum = float(ema_momentum)
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
@@ -54,7 +55,7 @@ class LocalNet(nn.Module):
             nxt = self.ranges[j + 1][0]
             if spec.bridge is not None:
                 bridges.append(MomentumBridge(model.units[nxt], info[nxt].channels,
-                                              spec.bridge, lb, recompute))
+                                              spec.bridge, lb, recompute, info[nxt].layout))
                 seen = info[nxt]
             else:
                 seen = info[self.ranges[j][1] - 1]
@@ -64,7 +65,7 @@ class LocalNet(nn.Module):
                               stage=reductions.index(seen.reduction) + 1,
                               num_stages=len(reductions))
             self.head_contexts.append(ctx)
-            heads.append(build_head(str(spec.head), ctx, **(head_opts or {})))
+            heads.append(build_head(str(head_family), ctx, **(head_opts or {})))
         self.heads = nn.ModuleList(heads)
         self.bridges = nn.ModuleList(bridges)
 

@@ -10,7 +10,9 @@ from .momentum import BRIDGE_KINDS
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """``head``: a registered head family (``None`` for ``e2e``); ``bridge``: ema/man/manpp."""
+    """``head``: a registered head family, ``"auto"`` (the model's default family, for
+    specs naming only a bridge such as ``manpp``) or ``None`` for ``e2e``;
+    ``bridge``: ema/man/manpp or ``None``."""
 
     head: Optional[str]
     bridge: Optional[str] = None
@@ -22,6 +24,8 @@ class MethodSpec:
     def __str__(self) -> str:
         if self.head is None:
             return "e2e"
+        if self.head == "auto":
+            return str(self.bridge)
         return self.head if self.bridge is None else f"{self.head}+{self.bridge}"
 
 
@@ -29,7 +33,7 @@ def list_methods() -> List[str]:
     """Every valid spec: e2e, each head family, and each family with each bridge."""
     from .heads import HEADS
 
-    out = ["e2e"]
+    out = ["e2e", *BRIDGE_KINDS]
     for h in HEADS.names():
         out.append(h)
         out.extend(f"{h}+{b}" for b in BRIDGE_KINDS)
@@ -43,6 +47,8 @@ def parse_method(spec: str) -> MethodSpec:
     text = spec.strip().lower()
     if text == "e2e":
         return MethodSpec(None)
+    if text in BRIDGE_KINDS:
+        return MethodSpec("auto", text)
     parts = text.split("+")
     head = parts[0]
     bridge = parts[1] if len(parts) == 2 else None

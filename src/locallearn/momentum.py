@@ -18,10 +18,11 @@ LB_KINDS = ("unit", "channel")
 class ChannelAffine(nn.Module):
     """The paper's lightweight learnable bias: ``a * z + b`` per channel (init identity)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, layout: str = "maps") -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        shape = (1, channels, 1, 1) if layout == "maps" else (1, 1, channels)  # tokens: [B, N, C]
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.bias, z, self.weight)
@@ -39,7 +40,7 @@ class MomentumBridge(nn.Module):
     """
 
     def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
-                 lb: str = "unit", recompute: bool = False) -> None:
+                 lb: str = "unit", recompute: bool = False, layout: str = "maps") -> None:
         super().__init__()
         self.recompute = recompute
         if kind not in BRIDGE_KINDS:
@@ -52,7 +53,7 @@ class MomentumBridge(nn.Module):
             p.requires_grad_(False)
         self.lb: nn.Module | None = None
         if kind != "ema":
-            self.lb = copy.deepcopy(next_unit) if lb == "unit" else ChannelAffine(channels)
+            self.lb = copy.deepcopy(next_unit) if lb == "unit" else ChannelAffine(channels, layout)
             for p in self.lb.parameters():
                 p.requires_grad_(True)
         self.scale = nn.Parameter(torch.ones(())) if kind == "manpp" else None

@@ -28,7 +28,8 @@ METRIC_FIELDS = ["epoch", "train_loss", "test_acc", "lr", "seconds"]
 
 def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     """The backbone and its LocalNet for ``cfg`` on ``data`` (on CPU)."""
-    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans)
+    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                         image_size=data.image_size)
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
                     head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, List
 
-from ..errors import choice_error
+from ..errors import ConfigError, choice_error
 from .base import HEADS, AuxHead, HeadContext, interpolate
-from . import dgl, greedy, infopro, predsim  # noqa: F401  (register the families)
+from . import dgl, greedy, infopro, predsim, vit  # noqa: F401  (register the families)
 from .losses import supcon_loss
 
 __all__ = ["HEADS", "AuxHead", "HeadContext", "build_head", "head_options",
@@ -27,6 +27,11 @@ def head_options(name: str) -> Dict[str, Any]:
 def build_head(name: str, ctx: HeadContext, **opts: Any) -> AuxHead:
     """Build head family ``name`` for ``ctx``; unknown names/options raise ConfigError."""
     builder = HEADS.get(name)
+    layouts = getattr(builder, "layouts", ("maps",))
+    if ctx.info.layout not in layouts:
+        fits = [n for n in HEADS.names() if ctx.info.layout in getattr(HEADS.get(n), "layouts", ("maps",))]
+        raise ConfigError(f"head {name!r} reads {'/'.join(layouts)} but unit {ctx.info.name!r} "
+                          f"outputs {ctx.info.layout}; use one of: {', '.join(fits)}")
     valid = [p.name for p in _option_params(name)]
     for key in opts:
         if key not in valid:

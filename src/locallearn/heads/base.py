@@ -47,6 +47,9 @@ class HeadContext:
 class AuxHead(nn.Module):
     """Base class: ``head(features, target, bank) -> scalar loss``."""
 
+    #: feature layouts (UnitInfo.layout) the family can read
+    layouts: Tuple[str, ...] = ("maps",)
+
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -13,13 +13,15 @@ class UnitInfo:
     """What a unit outputs: ``channels`` feature maps at ``reduction`` x downsampling.
 
     ``kind`` is ``"body"`` for units that may start or end a block and ``"head"`` for
-    the task classifier, which always joins the last block.
+    the task classifier, which always joins the last block. ``layout`` is ``"maps"``
+    for [B, C, H, W] outputs and ``"tokens"`` for [B, N, C] (transformers).
     """
 
     name: str
     channels: int
     reduction: int
     kind: str = "body"
+    layout: str = "maps"
 
 
 class UnitNet(nn.Module):
@@ -31,8 +33,12 @@ class UnitNet(nn.Module):
         in_chans, num_classes: the input and output sizes the net was built for.
     """
 
+    #: head family used when a method names only a bridge (e.g. ``manpp``)
+    default_head: str = "greedy"
+
     def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
-                 in_chans: int, num_classes: int) -> None:
+                 in_chans: int, num_classes: int, source: Optional[nn.Module] = None,
+                 default_head: Optional[str] = None) -> None:
         super().__init__()
         if len(units) != len(unit_info):
             raise ValueError("units and unit_info differ in length")
@@ -42,6 +48,15 @@ class UnitNet(nn.Module):
         self.unit_info: List[UnitInfo] = list(unit_info)
         self.in_chans = in_chans
         self.num_classes = num_classes
+        if default_head is not None:
+            self.default_head = default_head
+        # The user's original module, whose parameters the units share. Kept outside the
+        # module tree (no duplicate state_dict keys); its state_dict is the export format.
+        object.__setattr__(self, "source", source)
+
+    def export_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Weights in the original model's own layout (loads with ``strict=True``)."""
+        return (self.source if self.source is not None else self).state_dict()
 
     @property
     def num_body_units(self) -> int:

@@ -1,0 +1,100 @@
+"""Turn users' models into UnitNets: an adapter per family, unit sizes found by a dry run."""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .units import UnitInfo, UnitNet
+
+#: (name, predicate, adapter) in the order they are tried; the adapter returns
+#: (units, names, default_head); the last unit is the task head.
+Adapter = Callable[[nn.Module], Tuple[List[nn.Module], List[str], str]]
+ADAPTERS: List[Tuple[str, Callable[[nn.Module], bool], Adapter]] = []
+
+HOW_TO = ("write an adapter: a function returning (units, names, default_head) whose units, "
+          "run in order, reproduce model(x) and share its modules, registered with "
+          "locallearn.nets.adapters.register_adapter(name, predicate, adapter) "
+          "(README: 'Bring your own model')")
+
+
+def register_adapter(name: str, predicate: Callable[[nn.Module], bool], adapter: Adapter) -> None:
+    """Add an adapter; the first one whose predicate accepts a model is used."""
+    if any(n == name for n, _, _ in ADAPTERS):
+        raise ValueError(f"duplicate adapter name {name!r}")
+    ADAPTERS.append((name, predicate, adapter))
+
+
+@torch.no_grad()
+def probe_info(units: Sequence[nn.Module], names: Sequence[str], in_chans: int,
+               image_size: Tuple[int, int]) -> List[UnitInfo]:
+    """Run a dummy batch through the units (eval mode) and read each output's size."""
+    modes = [m.training for m in units]
+    for u in units:
+        u.eval()
+    try:
+        param = next((p for u in units for p in u.parameters()), None)
+        x = torch.zeros(2, in_chans, *image_size,
+                        device=param.device if param is not None else "cpu",
+                        dtype=param.dtype if param is not None else torch.float32)
+        info = []
+        for i, (unit, name) in enumerate(zip(units, names)):
+            x = unit(x)
+            last = i == len(units) - 1
+            if x.dim() == 4:
+                info.append(UnitInfo(name, x.shape[1], max(1, round(image_size[0] / x.shape[2]))))
+            elif x.dim() == 3:
+                # N = patches (+ a few class/register tokens): the grid side is floor(sqrt(N))
+                grid = max(1, math.isqrt(x.shape[1]))
+                info.append(UnitInfo(name, x.shape[2], max(1, image_size[0] // grid),
+                                     layout="tokens"))
+            elif x.dim() == 2 and last:
+                info.append(UnitInfo(name, x.shape[1], info[-1].reduction if info else 1,
+                                     kind="head"))
+            else:
+                raise ConfigError(f"unit {name!r} outputs shape {tuple(x.shape)}; body units must "
+                                  "output [B, C, H, W] maps or [B, N, C] tokens and the last "
+                                  "unit [B, classes] logits")
+        if info[-1].kind != "head":
+            info[-1] = UnitInfo(info[-1].name, info[-1].channels, info[-1].reduction, kind="head")
+        return info
+    finally:
+        for u, m in zip(units, modes):
+            u.train(m)
+
+
+def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
+               in_chans: Optional[int] = None, num_classes: Optional[int] = None) -> UnitNet:
+    """Return ``model`` itself if it is a UnitNet, else its units via the first fitting adapter."""
+    if isinstance(model, UnitNet):
+        return model
+    for name, predicate, adapter in ADAPTERS:
+        if predicate(model):
+            units, names, default_head = adapter(model)
+            chans = in_chans if in_chans is not None else _guess_in_chans(model)
+            info = probe_info(units, names, chans, tuple(image_size))
+            classes = num_classes if num_classes is not None else info[-1].channels
+            return UnitNet(units, info, chans, classes, source=model, default_head=default_head)
+    raise ConfigError(f"no adapter for {type(model).__module__}.{type(model).__name__}; supported: "
+                      f"{', '.join(n for n, _, _ in ADAPTERS)}. To add one, {HOW_TO}")
+
+
+def _guess_in_chans(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d):
+        return first.in_channels
+    raise ConfigError(f"cannot tell the input channels of {type(model).__name__}; pass in_chans=")
+
+
+def _sequential(model: nn.Module) -> Tuple[List[nn.Module], List[str], str]:
+    children = list(model.named_children())
+    if len(children) < 2:
+        raise ConfigError("an nn.Sequential needs at least two children (body units and a head)")
+    return [m for _, m in children], [n for n, _ in children], "greedy"
+
+
+# nn.Sequential last: any more specific adapter registered before it wins
+register_adapter("nn.Sequential", lambda m: type(m) is nn.Sequential, _sequential)

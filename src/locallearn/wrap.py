@@ -1,0 +1,27 @@
+"""``locallearn.wrap``: any supported nn.Module -> LocalNet, keeping its parameters."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple, Union
+
+from torch import nn
+
+from .local_net import LocalNet
+from .nets.adapters import to_unitnet
+
+
+def wrap(model: nn.Module, blocks: int = 4, method: str = "infopro+manpp", *,
+         image_size: Union[int, Tuple[int, int]] = 224, in_chans: Optional[int] = None,
+         num_classes: Optional[int] = None, mean: Optional[Sequence[float]] = None,
+         std: Optional[Sequence[float]] = None, **kwargs: Any) -> LocalNet:
+    """Cut ``model`` into ``blocks`` gradient-isolated blocks trained by ``method``.
+
+    The units share ``model``'s modules, so training the LocalNet trains ``model``
+    itself: afterwards ``model`` (or ``net.model.export_state_dict()``) holds the
+    weights in the original layout. ``image_size`` is the training input size (the
+    units are sized by a dry run at it). Other keywords go to ``LocalNet``
+    (``boundaries``, ``head_opts``, ``lb``, ``ema_momentum``, ``recompute``).
+    An unsupported model raises ConfigError naming the adapters and how to add one.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    units = to_unitnet(model, size, in_chans, num_classes)
+    return LocalNet(units, blocks, method, image_size=size, mean=mean, std=std, **kwargs)
