@@ -92,6 +92,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="head option, e.g. loss=ce or ixx=5,0.2 (repeatable; see `locallearn list`)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--ddp", action="store_true",
+                   help="data parallel over the processes of `torchrun --nproc-per-node N -m locallearn train ...`")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,7 +117,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         momentum=a.momentum, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
-        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute,
+        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
         head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
         eval_batch_size=a.eval_batch_size).validate()
 
@@ -130,6 +132,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = config_from_args(a)
         create_model(cfg.model)  # fail fast on an unknown model before loading data
     summary = fit(cfg, resume=a.resume, progress=not a.no_progress)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:  # rank 0 reports
+            return 0
     print(json.dumps({k: summary[k] for k in ("model", "method", "blocks", "epochs",
                                               "final_test_acc", "best_test_acc",
                                               "wall_time_s")}, indent=2))

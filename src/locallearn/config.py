@@ -41,6 +41,7 @@ class TrainConfig:
     lb: str = "unit"
     ema_momentum: float = 0.995
     recompute: bool = False
+    ddp: bool = False
     head_opts: Dict[str, Any] = field(default_factory=dict)
     boundaries: Optional[List[int]] = None
     eval_batch_size: int = 512

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, save_checkpoint
@@ -20,6 +21,7 @@ from .devices import resolve_device
 from .errors import ConfigError
 from .local_net import LocalNet
 from .optim import BlockOptimizers
+from .parallel import allreduce_grads, init_distributed
 from .nets import create_model
 from .plots import plot_runs
 
@@ -122,7 +124,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         raise ConfigError(f"run directory {out} already holds a checkpoint; pass --resume to "
                           "continue it or choose another --out")
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = init_distributed(cfg.device) if cfg.ddp else None
+    world = ctx.world_size if ctx is not None else 1
+    main = ctx is None or ctx.is_main  # only rank 0 evaluates, logs and writes files
+    progress = progress and main
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, download=cfg.download)
@@ -141,11 +147,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         torch.set_rng_state(state["torch_rng"])
         rows, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
         wall = state["wall_time_s"]
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
     train = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
                     shuffle=True, augment=cfg.augment, generator=gen, device=device,
-                    channels_last=cfg.channels_last, drop_last=True)
+                    channels_last=cfg.channels_last, drop_last=True,
+                    shard=(ctx.rank, world) if ctx is not None else (0, 1))
+    trainable = [p for p in net.parameters() if p.requires_grad]
     test = Batches(data.test_x, data.test_y, cfg.eval_batch_size, data.mean, data.std,
                    device=device, channels_last=cfg.channels_last)
     if len(train) == 0:
@@ -163,15 +172,27 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             lr = lr_at(cfg, step, len(train))
             opt.set_lr(lr)
             with autocast(device, cfg.amp):
-                losses = net.train_step(x, y, backward=backward, after_block=opt.after_block)
+                if world == 1:  # step each block right after its own backward
+                    losses = net.train_step(x, y, backward=backward, after_block=opt.after_block)
+                else:  # all K local backwards, one gradient all-reduce, then every block steps
+                    losses = net.train_step(x, y, backward=backward)
+                    allreduce_grads(trainable, world)
+                    for j in range(net.k):
+                        opt.after_block(j)
             opt.finish()
             net.ema_update()
             loss_sum += losses[-1]
             step += 1
             if progress and (i + 1) % cfg.log_interval == 0:  # the only host sync in the loop
                 bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3f}", lr=f"{lr:.3g}")
+        if world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
         train_loss = loss_sum.item() / len(train)
         seconds = time.perf_counter() - t0
+        if not main:  # rank 0 evaluates and writes; the others wait for it
+            dist.barrier()
+            continue
         acc = evaluate(net, test, device, cfg.amp)
         wall += time.perf_counter() - t0
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
@@ -190,6 +211,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
                   title=f"{cfg.model} on {cfg.dataset}")
+        if world > 1:
+            dist.barrier()
     return _summary(cfg, net, rows, wall, device, data)
 
 

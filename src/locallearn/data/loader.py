@@ -52,7 +52,8 @@ class Batches:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], *, shuffle: bool = False, augment: bool = False,
                  generator: Optional[torch.Generator] = None, device: Union[torch.device, str] = "cpu",
-                 channels_last: bool = False, drop_last: bool = False) -> None:
+                 channels_last: bool = False, drop_last: bool = False,
+                 shard: Tuple[int, int] = (0, 1)) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be an integer >= 1 (got {batch_size!r})")
         if x.dtype != torch.uint8 or x.dim() != 4:
@@ -70,6 +71,12 @@ class Batches:
         self.generator = generator
         self.device = torch.device(device)
         self.channels_last, self.drop_last = channels_last, drop_last
+        rank, world = shard
+        if world > 1 and batch_size % world:
+            raise ConfigError(f"batch size {batch_size} must divide evenly over {world} processes")
+        # data parallel: every rank draws the same global batch (same generator) and keeps
+        # its contiguous 1/world slice, so the union is exactly the single-process batch
+        self.rank, self.world = rank, world
         self.mean = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
 
@@ -89,6 +96,9 @@ class Batches:
                 xb, yb = self.x[idx], self.y[idx]
             if self.augment:
                 xb = augment(xb, self.generator)
+            if self.world > 1:
+                per = len(yb) // self.world
+                xb, yb = xb[self.rank * per:(self.rank + 1) * per], yb[self.rank * per:(self.rank + 1) * per]
             # move uint8 (4x fewer bytes than float), then normalise on the device
             xb = xb.to(self.device, non_blocking=True).float().div_(255.0).sub_(self.mean).div_(self.std)
             if self.channels_last:
