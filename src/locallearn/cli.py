@@ -72,6 +72,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]]")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
     p.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="training crop size for imagefolder (default 224)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -113,6 +115,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         blocks = 1
     return TrainConfig(
         model=a.model, method=str(spec), blocks=blocks, dataset=a.dataset, data_dir=a.data_dir,
+        image_size=a.image_size,
         download=a.download, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
         momentum=a.momentum, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
@@ -146,17 +149,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .data import Batches
     from .devices import resolve_device
     from .train import evaluate, load_run
 
     cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
     device = resolve_device(a.device)
-    batches = Batches(data.test_x, data.test_y, cfg.eval_batch_size, data.mean, data.std,
-                      device=device)
+    batches = data.test_batches(cfg.eval_batch_size, device)
     acc = evaluate(net, batches, device)
     print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
-          f"{100 * acc:.2f}% ({len(data.test_y)} samples)")
+          f"{100 * acc:.2f}%")
     return 0
 
 

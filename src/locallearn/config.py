@@ -21,6 +21,7 @@ class TrainConfig:
     blocks: int = 1
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
+    image_size: Optional[int] = None
     download: bool = False
     epochs: int = 10
     batch_size: int = 128

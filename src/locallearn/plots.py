@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_runs(runs: Dict[str, Sequence[Dict[str, float]]], path: Path, title: str = "") -> None:
@@ -20,6 +21,7 @@ def plot_runs(runs: Dict[str, Sequence[Dict[str, float]]], path: Path, title: st
     ax_loss.set(xlabel="epoch", ylabel="train loss (last block)", title="training loss")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

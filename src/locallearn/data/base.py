@@ -33,6 +33,27 @@ class ImageData:
     def image_size(self) -> Tuple[int, int]:
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
 
+    @property
+    def num_train(self) -> int:
+        return int(self.train_y.shape[0])
+
+    def train_batches(self, batch_size: int, generator: torch.Generator, device: torch.device,
+                      channels_last: bool = False, shard: Tuple[int, int] = (0, 1),
+                      augment: bool = True) -> "Batches":
+        """Shuffled, augmented training batches drawn from ``generator`` (drop_last)."""
+        from .loader import Batches
+
+        return Batches(self.train_x, self.train_y, batch_size, self.mean, self.std, shuffle=True,
+                       augment=augment, generator=generator, device=device,
+                       channels_last=channels_last, drop_last=True, shard=shard)
+
+    def test_batches(self, batch_size: int, device: torch.device,
+                     channels_last: bool = False) -> "Batches":
+        from .loader import Batches
+
+        return Batches(self.test_x, self.test_y, batch_size, self.mean, self.std, device=device,
+                       channels_last=channels_last)
+
 
 class RawData(NamedTuple):
     """What a dataset loader returns; load_dataset limits it and adds mean/std."""
@@ -50,6 +71,13 @@ class RawData(NamedTuple):
 Loader = Callable[[Optional[str], Optional[str], bool, Optional[int], Optional[int]], RawData]
 
 DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def _folder_placeholder(*_: object) -> RawData:
+    raise ConfigError("imagefolder is streamed: use load_dataset('imagefolder', data_dir)")
+
+
+DATASETS.add("imagefolder", _folder_placeholder)
 
 
 def list_datasets() -> List[str]:
@@ -106,12 +134,24 @@ def load_dataset(
     limit_train: Optional[int] = None,
     limit_test: Optional[int] = None,
     download: bool = False,
-) -> ImageData:
-    """Load a dataset fully into memory; ``limit_*`` keep the first N samples."""
+    image_size: Optional[int] = None,
+) -> "ImageData | FolderData":
+    """Load a dataset fully into memory (``imagefolder``: stream it from ``data_dir``);
+    ``limit_*`` keep the first N samples; ``image_size`` is imagefolder's crop size."""
     check_limit("limit_train", limit_train)
     check_limit("limit_test", limit_test)
     base, sep, spec = name.partition(":")
     loader = DATASETS.get(base)
+    if base == "imagefolder":
+        from .folder import FolderData
+
+        if not data_dir:
+            raise ConfigError("imagefolder needs --data-dir DIR holding train/<class>/* and "
+                              "val/<class>/*")
+        return FolderData(data_dir, image_size or 224, limit_train, limit_test)
+    if image_size is not None:
+        raise ConfigError(f"--image-size {image_size} applies to imagefolder only; {base!r} is "
+                          "used at its own resolution")
     raw = loader(spec if sep else None, data_dir, download, limit_train, limit_test)
     train_x, train_y = _first(raw.train_x, limit_train), _first(raw.train_y, limit_train)
     test_x, test_y = _first(raw.test_x, limit_test), _first(raw.test_y, limit_test)
