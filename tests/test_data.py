@@ -139,7 +139,7 @@ def test_fashion_real_debian(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- registry, limits, torchvision sets --------------------------------------------------------
 
 def test_list_and_unknown() -> None:
-    assert list_datasets() == ["cifar10", "fashion-mnist", "stl10", "svhn", "synthetic"]
+    assert list_datasets() == ["cifar10", "fashion-mnist", "imagefolder", "stl10", "svhn", "synthetic"]
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'.*cifar10.*synthetic"):
         load_dataset("imagenet")
 
