@@ -41,6 +41,8 @@ class LocalNet(nn.Module):
         self.spec = spec
         self.model = model
         head_family = model.default_head if spec.head == "auto" else spec.head
+        if head_family == model.default_head:  # the family's recipe, overridable per option
+            head_opts = {**model.default_head_opts, **(head_opts or {})}
         self.ema_momentum = float(ema_momentum)
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None

@@ -15,6 +15,9 @@ from .units import UnitInfo, UnitNet
 Adapter = Callable[[nn.Module], Tuple[List[nn.Module], List[str], str]]
 ADAPTERS: List[Tuple[str, Callable[[nn.Module], bool], Adapter]] = []
 
+#: InfoPro's ImageNet recipe for CNN backbones: 5 * BCE + 0.75 * CE at every head
+IMAGENET_INFOPRO = {"ixx": (5.0, 5.0), "ixy": (0.75, 0.75), "loss": "ce"}
+
 HOW_TO = ("write an adapter: a function returning (units, names, default_head) whose units, "
           "run in order, reproduce model(x) and share its modules, registered with "
           "locallearn.nets.adapters.register_adapter(name, predicate, adapter) "
@@ -77,7 +80,9 @@ def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
             chans = in_chans if in_chans is not None else _guess_in_chans(model)
             info = probe_info(units, names, chans, tuple(image_size))
             classes = num_classes if num_classes is not None else info[-1].channels
-            return UnitNet(units, info, chans, classes, source=model, default_head=default_head)
+            opts = IMAGENET_INFOPRO if default_head == "infopro" else None
+            return UnitNet(units, info, chans, classes, source=model, default_head=default_head,
+                           default_head_opts=opts)
     raise ConfigError(f"no adapter for {type(model).__module__}.{type(model).__name__}; supported: "
                       f"{', '.join(n for n, _, _ in ADAPTERS)}. To add one, {HOW_TO}")
 

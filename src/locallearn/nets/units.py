@@ -35,10 +35,13 @@ class UnitNet(nn.Module):
 
     #: head family used when a method names only a bridge (e.g. ``manpp``)
     default_head: str = "greedy"
+    #: options for heads of the default family (the family's reference recipe)
+    default_head_opts: Dict[str, object] = {}
 
     def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
                  in_chans: int, num_classes: int, source: Optional[nn.Module] = None,
-                 default_head: Optional[str] = None) -> None:
+                 default_head: Optional[str] = None,
+                 default_head_opts: Optional[Dict[str, object]] = None) -> None:
         super().__init__()
         if len(units) != len(unit_info):
             raise ValueError("units and unit_info differ in length")
@@ -50,6 +53,8 @@ class UnitNet(nn.Module):
         self.num_classes = num_classes
         if default_head is not None:
             self.default_head = default_head
+        if default_head_opts is not None:
+            self.default_head_opts = dict(default_head_opts)
         # The user's original module, whose parameters the units share. Kept outside the
         # module tree (no duplicate state_dict keys); its state_dict is the export format.
         object.__setattr__(self, "source", source)
