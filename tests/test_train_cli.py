@@ -144,3 +144,16 @@ def test_cli_entry_point_has_no_traceback(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "unknown method 'nope'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_amp_bf16_on_cpu_and_fp16_needs_cuda(tmp_path, capsys):
+    s = fit(_cfg(tmp_path, "bf16", amp="bf16", epochs=1), progress=False)
+    assert s["epochs"] == 1 and 0.0 <= s["final_test_acc"] <= 1.0
+    ckpt = load_checkpoint(tmp_path / "bf16" / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["net"].values() if v.is_floating_point())
+    if not torch.cuda.is_available():
+        rc = main(["train", "--model", "resnet20", "--method", "dgl", "--blocks", "2", "--dataset", DS,
+                   "--amp", "fp16", "--device", "cpu", "--out", str(tmp_path / "fp16")])
+        assert rc == 2 and "fp16" in capsys.readouterr().err
+    assert main(["train", "--dataset", DS, "--amp", "fp8", "--device", "cpu",
+                 "--out", str(tmp_path / "fp8")]) == 2

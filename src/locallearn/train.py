@@ -131,6 +131,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     main = ctx is None or ctx.is_main  # only rank 0 evaluates, logs and writes files
     progress = progress and main
     device = ctx.device if ctx is not None else resolve_device(cfg.device)
+    autocast(device, cfg.amp)  # fail fast on fp16 without CUDA, before loading anything
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, download=cfg.download,
