@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/reproduce.py --budget short    # 3 epochs x 20k samples, 3 seeds
     .venv/bin/python benchmarks/reproduce.py --budget long     # E2E/DGL/DGL+MAN++ to a plateau
 
-Each run lives in runs/reproduce/<budget>/<method>_K<k>_s<seed>/ (a normal run directory):
-a finished run is reused, a killed one resumes from its last epoch. After every run the
+Each run trains in runs/reproduce/<budget>/<method>_K<k>_s<seed>/ (a normal run directory;
+a killed one resumes from its last epoch); a finished run's config, metrics and summary
+are copied to benchmarks/results/reproduce/ (committed), and a run found there is skipped. After every run the
 table benchmarks/results/section_reproduce_<budget>.md and its plot are rewritten from
 the run directories, so partial results are always current.
 """
@@ -14,6 +15,7 @@ import argparse
 import csv
 import datetime
 import json
+import shutil
 import statistics
 import subprocess
 from pathlib import Path
@@ -40,9 +42,13 @@ BUDGETS = {
 }
 
 
-def run_dir(budget: str, method: str, k: int, seed: int) -> Path:
+def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> Path:
+    """Where a run trains (runs/, not committed) or where its finished metrics are kept
+    (benchmarks/results/reproduce/, committed, so a later session on a fresh clone
+    skips it)."""
     name = method.replace("+", "_").replace("@", "_lb")
-    return ROOT / "runs" / "reproduce" / budget / f"{name}_K{k}_s{seed}"
+    base = RESULTS / "reproduce" if kept else ROOT / "runs" / "reproduce"
+    return base / budget / f"{name}_K{k}_s{seed}"
 
 
 def split_variant(method: str) -> tuple:
@@ -53,9 +59,9 @@ def split_variant(method: str) -> tuple:
 
 def train_one(budget: str, method: str, k: int, seed: int, device: str) -> None:
     b = BUDGETS[budget]
-    out = run_dir(budget, method, k, seed)
-    if (out / "summary.json").is_file():
-        done = json.loads((out / "summary.json").read_text())
+    out, kept = run_dir(budget, method, k, seed), run_dir(budget, method, k, seed, kept=True)
+    if (kept / "summary.json").is_file():
+        done = json.loads((kept / "summary.json").read_text())
         if done["epochs"] >= b["epochs"]:
             return
     spec, lb = split_variant(method)
@@ -65,6 +71,9 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> None:
                       limit_train=b["limit_train"], out=str(out))
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     fit(cfg, resume=(out / CHECKPOINT).is_file(), progress=True)
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "metrics.csv", "summary.json"):
+        shutil.copyfile(out / name, kept / name)
 
 
 def _rows(run: Path) -> List[Dict[str, float]]:
@@ -88,7 +97,7 @@ def write_section(budget: str, command: str) -> None:
         for method in b["methods"]:
             accs, per = [], []
             for seed in b["seeds"]:
-                run = run_dir(budget, method, k, seed)
+                run = run_dir(budget, method, k, seed, kept=True)
                 if not (run / "metrics.csv").is_file():
                     continue
                 rows = _rows(run)

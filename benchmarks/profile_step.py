@@ -1,0 +1,123 @@
+"""Where the time and memory of a local step go (issue 4): op-level CPU profile and the
+tensors autograd saves in one block, for E2E and ResNet-32 K=16 infopro+manpp.
+
+    .venv/bin/python benchmarks/profile_step.py
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from locallearn.config import TrainConfig
+from locallearn.measure.bench import BenchSpec, _build, environment
+from locallearn.optim import BlockOptimizers
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUPS = [("conv backward", ("convolution_backward",)), ("conv forward", ("convolution", "conv2d")),
+          ("batch norm fwd+bwd", ("batch_norm",)), ("relu fwd+bwd", ("relu", "threshold", "clamp_min")),
+          ("matmul (heads, SupCon)", ("mm", "addmm", "bmm", "matmul")),
+          ("optimizer + EMA", ("_foreach", "lerp", "sgd")),
+          ("resize (decoder)", ("upsample",)), ("loss ops", ("sigmoid", "log_softmax", "nll", "logsumexp"))]
+
+
+def _group(name: str) -> str:
+    for label, keys in GROUPS:
+        if any(k in name for k in keys):
+            return label
+    return "other element-wise / copies"
+
+
+def op_profile(method: str, k: int) -> Tuple[Dict[str, float], float]:
+    spec = BenchSpec(model="resnet32", batch_size=128, channels_last=True)
+    net = _build(spec, method, k, torch.device("cpu"))
+    opt = BlockOptimizers(net, TrainConfig())
+    x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+
+    def step() -> None:
+        net.train_step(x, y, after_block=opt.after_block)
+        opt.finish()
+        net.ema_update()
+
+    for _ in range(2):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    shares: Dict[str, float] = collections.Counter()
+    for ev in prof.key_averages():
+        if ev.key.startswith("aten::"):
+            shares[_group(ev.key)] += ev.self_cpu_time_total
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items()}, total / 1e6
+
+
+def saved_in_block(method: str, k: int, j: int) -> Dict[str, float]:
+    """Bytes autograd saves for block j's loss, by op, in units of one 16x28x28 map batch."""
+    spec = BenchSpec(model="resnet32", batch_size=128, channels_last=True)
+    net = _build(spec, method, k, torch.device("cpu"))
+    x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+    unit = 128 * 16 * 28 * 28 * 4
+    skip = {t.untyped_storage().data_ptr() for t in [*net.parameters(), *net.buffers()]}
+    by: Dict[str, float] = collections.Counter()
+    for jj, loss in net.block_losses(x, y):
+        if jj < j:
+            loss.backward()
+            continue
+        seen, stack, visited = set(), [loss.grad_fn], set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in visited:
+                continue
+            visited.add(fn)
+            for attr in dir(fn):
+                if not attr.startswith("_saved_"):
+                    continue
+                try:
+                    val = getattr(fn, attr)
+                except RuntimeError:
+                    continue
+                for t in (val if isinstance(val, (list, tuple)) else [val]):
+                    if isinstance(t, torch.Tensor) and t.numel() > 1:
+                        key = t.untyped_storage().data_ptr()
+                        if key in skip or key in seen:
+                            continue
+                        seen.add(key)
+                        by[type(fn).__name__.replace("Backward0", "")] += t.untyped_storage().nbytes() / unit
+            stack.extend(f for f, _ in fn.next_functions)
+        break
+    return dict(by)
+
+
+def main() -> None:
+    lines = ["## Where the time and memory go (ResNet-32, batch 128, CPU; issue 4)", "",
+             f"Environment: {json.dumps(environment())}; date {datetime.date.today()}.  ",
+             "Command: `.venv/bin/python benchmarks/profile_step.py`", "",
+             "Share of CPU time by op group in one full training step (torch.profiler, self time):", "",
+             "| op group | e2e | infopro+manpp K=16 |", "|---|---|---|"]
+    e2e, t_e2e = op_profile("e2e", 1)
+    loc, t_loc = op_profile("infopro+manpp", 16)
+    for label in sorted(set(e2e) | set(loc), key=lambda g: -loc.get(g, 0)):
+        lines.append(f"| {label} | {100 * e2e.get(label, 0):.1f}% | {100 * loc.get(label, 0):.1f}% |")
+    lines += [f"| total (profiled, s) | {t_e2e:.2f} | {t_loc:.2f} |", "",
+              "Tensors autograd keeps for block 1 of infopro+manpp K=16 (the peak block: its "
+              "unit, the EMA and learnable copies of the next unit, the InfoPro decoder and "
+              "classifier), in units of one batch of 16x28x28 float maps (6.1 MiB), by the op "
+              "that saves them (each storage counted once):", "",
+              "| saved by | maps |", "|---|---|"]
+    for op, v in sorted(saved_in_block("infopro+manpp", 16, 1).items(), key=lambda kv: -kv[1]):
+        if v >= 0.01:
+            lines.append(f"| {op} | {v:.2f} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "section_profile.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
