@@ -33,8 +33,11 @@ def parse_head_opts(method: str, items: Sequence[str], model: str = "resnet32") 
     if head == "auto":  # the model family's default head
         from .nets import create_model
 
+        import torch
+
         MODELS.get(model)
-        head = create_model(model).default_head
+        with torch.device("meta"):
+            head = create_model(model).default_head
     defaults = head_options(head) if head else {}
     out: Dict[str, Any] = {}
     for item in items:
@@ -110,7 +113,10 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     blocks = a.blocks
     if blocks is None:
         if not spec.is_e2e:
-            units = create_model(a.model).num_body_units
+            import torch
+
+            with torch.device("meta"):
+                units = create_model(a.model).num_body_units
             raise ConfigError(f"method {a.method!r} needs --blocks K (1..{units} for {a.model})")
         blocks = 1
     return TrainConfig(
@@ -181,9 +187,12 @@ def cmd_list(a: argparse.Namespace) -> int:
     from .methods import list_methods
     from .nets import create_model, list_models
 
+    import torch
+
     print("models:")
-    for name in list_models():
-        print(f"  {name:12s} {create_model(name).num_body_units} units (K = 1..that)")
+    with torch.device("meta"):  # sizes only: no memory, no weight init
+        for name in list_models():
+            print(f"  {name:28s} {create_model(name).num_body_units:3d} units (K = 1..that)")
     print("methods:\n  " + ", ".join(list_methods()))
     print("head options (--head-opt KEY=VALUE):")
     for name in HEADS.names():
@@ -283,6 +292,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `locallearn list | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last finished epoch is checkpointed (use --resume)",
               file=sys.stderr)
