@@ -72,6 +72,12 @@ def test_vit_bridge_copies_a_transformer_block():
     assert type(net.bridges[0].ema).__name__ == "Block"
     assert net.bridges[0].lb.weight.shape == (1, 1, 192)
     assert type(net.heads[0]).__name__ == "VitHead"
+    unit_lb = wrap(copy.deepcopy(src), blocks=4, method="manpp", image_size=SIZE)
+    # the reference's ViT bridge: learnable copy of the next two blocks, EMA of the first
+    assert len(unit_lb.bridges[0].lb) == 2 and type(unit_lb.bridges[0].lb[1]).__name__ == "Block"
+    start = unit_lb.ranges[1][0]
+    for a, b in zip(unit_lb.bridges[0].lb[1].parameters(), unit_lb.model.units[start + 1].parameters()):
+        assert torch.equal(a, b)
 
 
 def test_sequential_adapter():

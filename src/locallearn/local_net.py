@@ -56,8 +56,10 @@ class LocalNet(nn.Module):
         for j in range(k - 1):
             nxt = self.ranges[j + 1][0]
             if spec.bridge is not None:
+                lb_units = model.units[nxt:min(nxt + model.lb_depth, model.num_body_units)]
                 bridges.append(MomentumBridge(model.units[nxt], info[nxt].channels,
-                                              spec.bridge, lb, recompute, info[nxt].layout))
+                                              spec.bridge, lb, recompute, info[nxt].layout,
+                                              lb_units=list(lb_units) if model.lb_depth > 1 else ()))
                 seen = info[nxt]
             else:
                 seen = info[self.ranges[j][1] - 1]

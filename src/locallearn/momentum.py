@@ -34,13 +34,15 @@ class MomentumBridge(nn.Module):
     kinds (the MAN++ ablation, Table VII): ``ema``: ``EMA(h)``; ``man``:
     ``LB(h) + EMA(h)``; ``manpp``: ``s*LB(h) + (2-s)*EMA(h)`` with a learnable scalar
     ``s`` (init 1). ``lb="unit"`` makes LB a full trainable copy of the unit (the
-    reference code); ``lb="channel"`` a per-channel affine applied to ``EMA(h)`` (the
-    paper's lightweight bias). The EMA copy is frozen but differentiable w.r.t. its
+    reference code; ``lb_units`` makes it a copy of several units instead, as the ViT
+    reference does with two blocks); ``lb="channel"`` a per-channel affine applied to
+    ``EMA(h)`` (the paper's lightweight bias). The EMA copy is frozen but differentiable w.r.t. its
     input, so head j's gradient reaches block j through it.
     """
 
     def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
-                 lb: str = "unit", recompute: bool = False, layout: str = "maps") -> None:
+                 lb: str = "unit", recompute: bool = False, layout: str = "maps",
+                 lb_units: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.recompute = recompute
         if kind not in BRIDGE_KINDS:
@@ -53,7 +55,12 @@ class MomentumBridge(nn.Module):
             p.requires_grad_(False)
         self.lb: nn.Module | None = None
         if kind != "ema":
-            self.lb = copy.deepcopy(next_unit) if lb == "unit" else ChannelAffine(channels, layout)
+            if lb == "channel":
+                self.lb = ChannelAffine(channels, layout)
+            elif lb_units:  # e.g. the ViT reference: LB copies the next two blocks
+                self.lb = copy.deepcopy(nn.Sequential(*lb_units))
+            else:
+                self.lb = copy.deepcopy(next_unit)
             for p in self.lb.parameters():
                 p.requires_grad_(True)
         self.scale = nn.Parameter(torch.ones(())) if kind == "manpp" else None

@@ -90,6 +90,10 @@ def measure_pair(spec: BenchSpec, mode: str, method: str, k: int) -> Dict[str, A
     net.zero_grad(set_to_none=True)
     mem = measure_step_memory(net, x, y, after_block=opt.after_block)
     row.update(mem.to_dict())
+    if spec.recompute and net.bridges:
+        # torch.utils.checkpoint holds the re-run copies itself, unseen by saved-tensor
+        # hooks: the CPU meter is a lower bound here (RSS / CUDA peaks are not)
+        row["note"] = "recompute: CPU activation meter is a lower bound"
     if device.type == "cuda":
         step()  # optimizer state exists from here on: measure the steady state
         torch.cuda.synchronize(device)

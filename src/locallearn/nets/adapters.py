@@ -81,8 +81,11 @@ def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
             info = probe_info(units, names, chans, tuple(image_size))
             classes = num_classes if num_classes is not None else info[-1].channels
             opts = IMAGENET_INFOPRO if default_head == "infopro" else None
-            return UnitNet(units, info, chans, classes, source=model, default_head=default_head,
-                           default_head_opts=opts)
+            net = UnitNet(units, info, chans, classes, source=model, default_head=default_head,
+                          default_head_opts=opts)
+            if info[0].layout == "tokens":
+                net.lb_depth = 2  # MAN++'s ViT code: LB copies the next two blocks
+            return net
     raise ConfigError(f"no adapter for {type(model).__module__}.{type(model).__name__}; supported: "
                       f"{', '.join(n for n, _, _ in ADAPTERS)}. To add one, {HOW_TO}")
 

@@ -37,6 +37,8 @@ class UnitNet(nn.Module):
     default_head: str = "greedy"
     #: options for heads of the default family (the family's reference recipe)
     default_head_opts: Dict[str, object] = {}
+    #: units the learnable copy of a MAN/MAN++ bridge spans (ViT reference: 2)
+    lb_depth: int = 1
 
     def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
                  in_chans: int, num_classes: int, source: Optional[nn.Module] = None,
