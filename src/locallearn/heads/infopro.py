@@ -15,6 +15,7 @@ from .losses import supcon_loss
 LOSSES = ("ce", "supcon")
 CLASSIFIERS = ("1c2f", "2c2f")
 INTERPS = ("block", "stage")
+DECODER_ORDERS = ("resize_first", "conv_first")
 
 
 def _pair(name: str, value: Union[float, Sequence[float]]) -> Tuple[float, float]:
@@ -32,23 +33,31 @@ def _pair(name: str, value: Union[float, Sequence[float]]) -> Tuple[float, float
 class Decoder(nn.Module):
     """Upsample to the input size, conv-BN-ReLU-conv to image channels.
 
+    ``order="resize_first"`` is InfoPro's CIFAR decoder. ``"conv_first"`` runs the first
+    conv-BN-ReLU at the features' resolution and upsamples its 12 channels instead of
+    the C input channels: the same layers, far cheaper for wide, low-resolution
+    features (ImageNet ResNets: 1024 channels at 14x14 -> 224x224).
     ``forward`` returns the pre-sigmoid logits; the reconstruction is their sigmoid.
     """
 
-    def __init__(self, ctx: HeadContext, widen: float = 1.0) -> None:
+    def __init__(self, ctx: HeadContext, widen: float = 1.0, order: str = "resize_first") -> None:
         super().__init__()
         hidden = int(12 * widen)
         self.image_size = tuple(ctx.image_size)
-        self.net = nn.Sequential(
-            nn.Conv2d(ctx.info.channels, hidden, 3, padding=1),
-            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, ctx.image_channels, 3, padding=1))
+        self.order = order
+        self.first = nn.Sequential(nn.Conv2d(ctx.info.channels, hidden, 3, padding=1),
+                                   nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
+        self.last = nn.Conv2d(hidden, ctx.image_channels, 3, padding=1)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.image_size:  # same size: skip a saved copy
+            return x
+        return F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if tuple(features.shape[-2:]) != self.image_size:  # same size: skip a saved copy
-            features = F.interpolate(features, size=self.image_size, mode="bilinear",
-                                     align_corners=True)
-        return self.net(features)
+        if self.order == "conv_first":
+            return self.last(self._resize(self.first(features)))
+        return self.last(self.first(self._resize(features)))
 
     def loss(self, features: torch.Tensor, image01: torch.Tensor) -> torch.Tensor:
         # BCE on logits == BCE(sigmoid(.)) but autocast-safe; float32 for accuracy.
@@ -104,8 +113,11 @@ class InfoProHead(AuxHead):
     def __init__(self, ctx: HeadContext, ixx: Tuple[float, float] = (5.0, 0.2),
                  ixy: Tuple[float, float] = (0.05, 0.5), interp: str = "block",
                  loss: str = "supcon", classifier: str = "1c2f", widen: float = 1.0,
-                 feature_dim: int = 128, temperature: float = 0.07) -> None:
+                 feature_dim: int = 128, temperature: float = 0.07,
+                 decoder: str = "resize_first") -> None:
         super().__init__()
+        if decoder not in DECODER_ORDERS:
+            raise choice_error("infopro decoder", decoder, DECODER_ORDERS)
         if loss not in LOSSES:
             raise choice_error("infopro loss", loss, LOSSES)
         if classifier not in CLASSIFIERS:
@@ -117,7 +129,7 @@ class InfoProHead(AuxHead):
                               f"got {widen}, {feature_dim}, {temperature}")
         self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp)
         self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp)
-        self.decoder = Decoder(ctx, widen)
+        self.decoder = Decoder(ctx, widen, decoder)
         self.classifier = Classifier(ctx, classifier, loss, widen, feature_dim, temperature)
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
