@@ -257,3 +257,20 @@ def test_predsim_zero_init_and_hand_loss():
         t = same - (1 - same) / 4
         mse = ((z @ z.t() - t) ** 2).mean()
     assert got.item() == pytest.approx(0.3 * math.log(5) + 0.7 * mse.item(), rel=1e-5)
+
+
+def test_infopro_decoder_orders_share_layers_and_differ_only_in_order():
+    ctx = make_ctx(64, 4, image=(32, 32), image_channels=3)
+    a = build_head("infopro", ctx, decoder="resize_first", loss="ce")
+    b = build_head("infopro", ctx, decoder="conv_first", loss="ce")
+    b.load_state_dict(a.state_dict())  # same parameters, same names
+    feats = torch.randn(2, 64, 8, 8)
+    out_a, out_b = a.decoder(feats), b.decoder(feats)
+    assert out_a.shape == out_b.shape == (2, 3, 32, 32)
+    # conv_first = last(resize(first(x))): check against a hand composition
+    first = b.decoder.first(feats)
+    hand = b.decoder.last(F.interpolate(first, size=(32, 32), mode="bilinear", align_corners=True))
+    assert torch.allclose(out_b, hand, atol=1e-6)
+    assert not torch.allclose(out_a, out_b)
+    with pytest.raises(ConfigError, match="decoder 'upsample'.*conv_first"):
+        build_head("infopro", ctx, decoder="upsample")
