@@ -274,3 +274,11 @@ def test_infopro_decoder_orders_share_layers_and_differ_only_in_order():
     assert not torch.allclose(out_a, out_b)
     with pytest.raises(ConfigError, match="decoder 'upsample'.*conv_first"):
         build_head("infopro", ctx, decoder="upsample")
+
+
+def test_infopro_classifier_width_cap():
+    ctx = make_ctx(1024, 16, image=(224, 224), image_channels=3)
+    capped = build_head("infopro", ctx, loss="ce", max_width=256)
+    conv = capped.classifier.net[0]
+    assert conv.out_channels == 256 and conv.stride == (2, 2)
+    assert build_head("infopro", ctx, loss="ce").classifier.net[0].out_channels == 2048

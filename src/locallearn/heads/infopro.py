@@ -72,13 +72,16 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, ctx: HeadContext, config: str = "1c2f", loss: str = "supcon",
-                 widen: float = 1.0, feature_dim: int = 128, temperature: float = 0.07) -> None:
+                 widen: float = 1.0, feature_dim: int = 128, temperature: float = 0.07,
+                 max_width: int = 0) -> None:
         super().__init__()
         c = ctx.info.channels
         self.loss_mode = loss
         self.temperature = temperature
         self.stride = 2 if max(ctx.feature_size) > 8 else 1
         width = int((2 * c if self.stride == 2 else c) * widen)
+        if max_width > 0:  # wide ImageNet features: 1024 -> 2048 3x3 would be 19M weights
+            width = min(width, max_width)
         layers: List[nn.Module] = [nn.Conv2d(c, width, 3, stride=self.stride, padding=1, bias=False),
                                    nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         if config == "2c2f":
@@ -114,7 +117,7 @@ class InfoProHead(AuxHead):
                  ixy: Tuple[float, float] = (0.05, 0.5), interp: str = "block",
                  loss: str = "supcon", classifier: str = "1c2f", widen: float = 1.0,
                  feature_dim: int = 128, temperature: float = 0.07,
-                 decoder: str = "resize_first") -> None:
+                 decoder: str = "resize_first", max_width: int = 0) -> None:
         super().__init__()
         if decoder not in DECODER_ORDERS:
             raise choice_error("infopro decoder", decoder, DECODER_ORDERS)
@@ -130,7 +133,8 @@ class InfoProHead(AuxHead):
         self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp)
         self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp)
         self.decoder = Decoder(ctx, widen, decoder)
-        self.classifier = Classifier(ctx, classifier, loss, widen, feature_dim, temperature)
+        self.classifier = Classifier(ctx, classifier, loss, widen, feature_dim, temperature,
+                                     max_width)
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:

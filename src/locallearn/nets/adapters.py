@@ -16,8 +16,11 @@ Adapter = Callable[[nn.Module], Tuple[List[nn.Module], List[str], str]]
 ADAPTERS: List[Tuple[str, Callable[[nn.Module], bool], Adapter]] = []
 
 #: InfoPro's ImageNet recipe for CNN backbones: 5 * BCE + 0.75 * CE at every head; the
-#: decoder convolves before upsampling (wide features at 1/16 resolution)
-IMAGENET_INFOPRO = {"ixx": (5.0, 5.0), "ixy": (0.75, 0.75), "loss": "ce", "decoder": "conv_first"}
+#: decoder convolves before upsampling and the classifier's conv is capped at 256
+#: channels (features of 1024 channels at 1/16 resolution would make each head larger
+#: than a quarter of ResNet-101)
+IMAGENET_INFOPRO = {"ixx": (5.0, 5.0), "ixy": (0.75, 0.75), "loss": "ce", "decoder": "conv_first",
+                    "max_width": 256}
 
 HOW_TO = ("write an adapter: a function returning (units, names, default_head) whose units, "
           "run in order, reproduce model(x) and share its modules, registered with "
