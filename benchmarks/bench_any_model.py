@@ -48,8 +48,11 @@ def main() -> None:
     lines = ["## Any model: ImageNet-size backbones (issue 5)", "",
              f"`locallearn bench memory` through the torchvision / timm adapters, 3x224x224 "
              f"inputs, 1000 classes, batch {d0['rows'][0]['batch_size']}, {d0['rows'][0]['device']}; "
-             "InfoPro heads with the ImageNet recipe (5*BCE + 0.75*CE) for the ResNets, "
-             "LayerNorm + class-token heads for the ViT. The papers' figures are "
+             "InfoPro heads with the ImageNet recipe (5*BCE + 0.75*CE, decoder convolving before "
+             "upsampling, classifier conv capped at 256 channels) for the ResNets, LayerNorm + "
+             "class-token heads and a learnable copy of the next two blocks for the ViT; blocks "
+             "cut into equal numbers of units. Totals include parameters, gradients and SGD "
+             "momentum, which weigh more at this small batch than at the papers'. The papers' figures are "
              "`torch.cuda.max_memory_allocated` on GPUs at their ImageNet batch (MAN++ Table "
              "III); compare the ratios, not the bytes.  ",
              f"Environment: {json.dumps(d0['env'])}; date {d0['date']}.  ",

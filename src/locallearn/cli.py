@@ -137,6 +137,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.resume:
         cfg = TrainConfig(out=a.out, device=a.device)
+        if (Path(a.out) / "checkpoint.pt").is_file():
+            print(f"resuming {a.out} with its saved config.json (other train options are "
+                  "ignored)", file=sys.stderr)
     else:
         cfg = config_from_args(a)
         create_model(cfg.model)  # fail fast on an unknown model before loading data
