@@ -52,3 +52,35 @@ def test_explicit_boundaries():
 def test_bad_k(k):
     with pytest.raises(ConfigError, match=f"K={k}.*between 1 and 16"):
         split(16, k)
+
+
+def test_balanced_split_minimises_the_largest_block():
+    from locallearn.split import balanced_split
+
+    assert balanced_split([5, 1, 1, 1, 1, 5], 3) == [(0, 1), (1, 5), (5, 6)]
+    assert balanced_split([1] * 16, 8) == split(16, 8)
+    costs = [9, 8, 7, 1, 1, 1, 1, 1, 1, 1]
+    best = max(sum(costs[s:e]) for s, e in balanced_split(costs, 3))
+    # brute force over all cut pairs
+    brute = min(max(sum(costs[:a]), sum(costs[a:b]), sum(costs[b:]))
+                for a in range(1, 9) for b in range(a + 1, 10))
+    assert best == brute
+    with pytest.raises(ConfigError, match="K=4"):
+        balanced_split([1, 2, 3], 4)
+
+
+def test_memory_split_balances_measured_activations():
+    from locallearn import LocalNet
+    from locallearn.measure.memory import unit_activation_costs
+
+    model = create_model("resnet32", num_classes=10, in_chans=1)
+    bn = model.units[0][1]
+    before = bn.running_mean.clone()
+    net = LocalNet(model, 4, "dgl", image_size=(28, 28), split_by="memory")
+    assert torch.equal(bn.running_mean, before)  # the dry run leaves BN statistics alone
+    costs = unit_activation_costs(list(model.units)[:-1], torch.zeros(2, 1, 28, 28))
+    assert costs[0] > costs[-1]  # full-resolution units save more than 7x7 ones
+    peak = lambda ranges: max(sum(costs[s:e]) for s, e in ranges)
+    assert peak(net.ranges) < peak(split(16, 4))
+    with pytest.raises(ConfigError, match="split 'flops'"):
+        LocalNet(model, 4, "dgl", image_size=(28, 28), split_by="flops")

@@ -71,6 +71,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=None, help="K gradient-isolated blocks (e2e: 1)")
     p.add_argument("--boundaries", type=_int_list, default=None,
                    help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
+    p.add_argument("--split", default=d.split,
+                   help="equal (same number of units per block) or memory (balance the "
+                        "activations measured by a dry run)")
     p.add_argument("--dataset", default=d.dataset,
                    help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]]")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
@@ -128,6 +131,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
         head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
+        split=a.split,
         eval_batch_size=a.eval_batch_size).validate()
 
 
@@ -222,7 +226,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
                      blocks=a.blocks, batch_size=a.batch_size, device=a.device,
                      image_size=a.image_size, in_chans=a.in_chans, num_classes=a.num_classes,
                      channels_last=not a.no_channels_last, warmup=a.warmup, repeats=a.repeats,
-                     lb=a.lb, recompute=a.recompute)
+                     lb=a.lb, recompute=a.recompute, split=a.split)
     from .nets import create_model
 
     create_model(spec.model)  # unknown model: fail before measuring anything
@@ -250,6 +254,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--lb", default="unit")
     p.add_argument("--recompute", action="store_true", help="recompute the bridge copies in backward")
+    p.add_argument("--split", default="equal", help="equal or memory")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)

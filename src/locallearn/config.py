@@ -45,6 +45,7 @@ class TrainConfig:
     ddp: bool = False
     head_opts: Dict[str, Any] = field(default_factory=dict)
     boundaries: Optional[List[int]] = None
+    split: str = "equal"
     eval_batch_size: int = 512
     log_interval: int = 25
 

@@ -8,12 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bank import FeatureBank
-from .errors import ConfigError
+from .errors import ConfigError, choice_error
 from .heads import HeadContext, build_head
 from .methods import MethodSpec, parse_method
 from .momentum import MomentumBridge, ema_update
 from .nets.units import UnitNet
-from .split import split
+from .measure.memory import unit_activation_costs
+from .split import balanced_split, split
+
+SPLITS = ("equal", "memory")
 
 
 class LocalNet(nn.Module):
@@ -33,7 +36,7 @@ class LocalNet(nn.Module):
                  boundaries: Optional[Sequence[int]] = None,
                  head_opts: Optional[Dict[str, object]] = None,
                  lb: str = "unit", ema_momentum: float = 0.995,
-                 recompute: bool = False) -> None:
+                 recompute: bool = False, split_by: str = "equal") -> None:
         super().__init__()
         spec = parse_method(method) if isinstance(method, str) else method
         if not 0.0 <= ema_momentum < 1.0:
@@ -47,7 +50,16 @@ class LocalNet(nn.Module):
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
         k = 1 if spec.is_e2e else blocks
-        self.ranges: List[Tuple[int, int]] = split(model.num_body_units, k, boundaries)
+        if split_by not in SPLITS:
+            raise choice_error("split", split_by, SPLITS)
+        if split_by == "memory" and boundaries is None and k > 1:
+            # cut where the saved activations balance, measured by a dry run of the units
+            param = next(model.parameters())
+            x = torch.zeros(2, model.in_chans, *image_size, device=param.device, dtype=param.dtype)
+            costs = unit_activation_costs(list(model.units)[:-1], x)
+            self.ranges: List[Tuple[int, int]] = balanced_split(costs, k)
+        else:
+            self.ranges = split(model.num_body_units, k, boundaries)
         info = model.unit_info
         reductions = sorted({u.reduction for u in info[:-1]})
         heads: List[nn.Module] = []

@@ -39,3 +39,32 @@ def split(num_units: int, k: int, boundaries: Optional[Sequence[int]] = None) ->
     starts = [0] + cuts
     ends = cuts + [num_units]
     return list(zip(starts, ends))
+
+
+def balanced_split(costs: Sequence[float], k: int) -> List[Range]:
+    """K contiguous ranges minimising the largest block's summed cost (e.g. memory).
+
+    Exact dynamic programme over cut points, O(n^2 K); n is at most a few hundred units.
+    """
+    n = len(costs)
+    split(n, k)  # same range checks and messages as the equal split
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + float(c))
+    inf = float("inf")
+    # best[j][i]: minimal max-cost of splitting units[:i] into j blocks; cut[j][i]: last start
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0.0
+    for j in range(1, k + 1):
+        for i in range(j, n - (k - j) + 1):
+            for c in range(j - 1, i):
+                v = max(best[j - 1][c], prefix[i] - prefix[c])
+                if v < best[j][i]:
+                    best[j][i], cut[j][i] = v, c
+    bounds, i = [], n
+    for j in range(k, 0, -1):
+        bounds.append(cut[j][i])
+        i = cut[j][i]
+    starts = sorted(bounds)[1:]
+    return split(n, k, boundaries=starts)

@@ -41,6 +41,7 @@ class BenchSpec:
     head_opts: Dict[str, Any] = field(default_factory=dict)
     lb: str = "unit"
     recompute: bool = False
+    split: str = "equal"
 
     def pairs(self) -> List[Tuple[str, int]]:
         """E2E first (the reference of every ratio), then each local method at each K."""
@@ -56,7 +57,8 @@ def _build(spec: BenchSpec, method: str, k: int, device: torch.device) -> LocalN
     torch.manual_seed(0)
     model = create_model(spec.model, num_classes=spec.num_classes, in_chans=spec.in_chans)
     net = LocalNet(model, k, method, image_size=(spec.image_size, spec.image_size),
-                   head_opts=spec.head_opts, lb=spec.lb, recompute=spec.recompute).to(device)
+                   head_opts=spec.head_opts, lb=spec.lb, recompute=spec.recompute,
+                   split_by=spec.split).to(device)
     if spec.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net

@@ -11,11 +11,12 @@ Parameters, gradients and optimizer state are computed from the tensors themselv
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-from ..local_net import LocalNet
+if TYPE_CHECKING:  # local_net imports this module (memory-balanced splits)
+    from ..local_net import LocalNet
 
 
 class _Saved:
@@ -89,7 +90,7 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def measure_step_memory(net: LocalNet, x: torch.Tensor, y: torch.Tensor,
+def measure_step_memory(net: "LocalNet", x: torch.Tensor, y: torch.Tensor,
                         after_block: Optional[Callable[[int], None]] = None) -> StepMemory:
     """Run one ``train_step`` under the meter.
 
@@ -114,3 +115,19 @@ def measure_step_memory(net: LocalNet, x: torch.Tensor, y: torch.Tensor,
         optim_bytes=sum(_nbytes(p) for p in trainable),
         activation_bytes=meter.peak,
     )
+
+
+def unit_activation_costs(units: Sequence[torch.nn.Module], x: torch.Tensor) -> List[int]:
+    """Bytes each unit saves for backward on input ``x`` (BN running stats untouched)."""
+    from ..momentum import _frozen_bn_stats
+
+    costs: List[int] = []
+    params = [p for u in units for p in u.parameters()] + [b for u in units for b in u.buffers()]
+    for unit in units:
+        meter = ActivationMeter(exclude=params)
+        with _frozen_bn_stats(unit), meter.hooks():
+            y = unit(x)
+        costs.append(meter.peak)
+        x = y.detach()
+        del y
+    return costs
