@@ -99,7 +99,7 @@ def main() -> None:
     lines = ["## Where the time and memory go (ResNet-32, batch 128, CPU; issue 4)", "",
              f"Environment: {json.dumps(environment())}; date {datetime.date.today()}.  ",
              "Command: `.venv/bin/python benchmarks/profile_step.py`", "",
-             "Share of CPU time by op group in one full training step (torch.profiler, self time):", "",
+             "Share of CPU time by op group in one full training step (torch.profiler, self time; read the shares, not the seconds: other benchmark jobs shared the 2 cores while this ran):", "",
              "| op group | e2e | infopro+manpp K=16 |", "|---|---|---|"]
     e2e, t_e2e = op_profile("e2e", 1)
     loc, t_loc = op_profile("infopro+manpp", 16)

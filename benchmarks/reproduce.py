@@ -109,10 +109,10 @@ def write_section(budget: str, command: str) -> None:
                     [100 * r["test_acc"] for r in rows])
             if not accs:
                 continue
-            std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
             means[method] = statistics.mean(accs)
+            spread = f" +- {statistics.stdev(accs):.2f}" if len(accs) > 1 else " (one seed)"
             lines.append(f"| {method} | {1 if method == 'e2e' else k} | {len(accs)} | "
-                         f"{means[method]:.2f} +- {std:.2f} | {', '.join(per)} |")
+                         f"{means[method]:.2f}{spread} | {', '.join(per)} |")
     if {"e2e", "dgl", "dgl+manpp"} <= means.keys() and means["e2e"] != means["dgl"]:
         closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
         lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
