@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import CHECKPOINT
 from .config import TrainConfig
-from .data import Batches, load_dataset
+from .data import load_dataset
 from .devices import resolve_device
 from .measure import measure_step_memory
 from .plots import plot_runs
@@ -23,10 +23,9 @@ def _step_memory(cfg: TrainConfig) -> Dict[str, float]:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.batch_size,
-                        limit_test=1)
+                        limit_test=cfg.batch_size)
     net = build_net(cfg, data).to(device)
-    x, y = next(iter(Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
-                             device=device)))
+    x, y = next(iter(data.test_batches(cfg.batch_size, device)))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -8,7 +8,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import Batches, ImageData, load_dataset
+from .data import ImageData, load_dataset
 from .devices import resolve_device
 from .errors import ConfigError
 from .local_net import LocalNet
@@ -59,7 +59,8 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(net: LocalNet, batches: Batches, device: torch.device, amp: str = "none") -> float:
+def evaluate(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+             device: torch.device, amp: str = "none") -> float:
     """Top-1 accuracy of the backbone (heads unused) on ``batches``."""
     was_training = net.training
     net.eval()
