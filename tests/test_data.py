@@ -286,6 +286,19 @@ def test_batches_seeded_and_resumable() -> None:
     assert torch.equal(again[0], nxt[0]) and torch.equal(again[1], nxt[1])
 
 
+def test_batches_iter_from_resumes_mid_epoch() -> None:
+    x, y = small(23)
+    mk = lambda g: Batches(x, y, 5, (0.5,) * 3, (0.5,) * 3, shuffle=True, augment=True, generator=g)  # noqa: E731
+    full_gen = torch.Generator().manual_seed(5)
+    full = list(mk(full_gen))
+    part_gen = torch.Generator().manual_seed(5)
+    part = list(mk(part_gen).iter_from(2))
+    assert len(part) == len(full) - 2
+    for (xa, ya), (xb, yb) in zip(full[2:], part):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert torch.equal(full_gen.get_state(), part_gen.get_state())  # the next epoch matches too
+
+
 def test_batches_default_generator_follows_initial_seed() -> None:
     x, y = small(12)
     torch.manual_seed(42)

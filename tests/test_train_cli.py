@@ -62,6 +62,25 @@ def test_resume_is_bit_identical(tmp_path):
         assert ra["train_loss"] == rb["train_loss"] and ra["test_acc"] == rb["test_acc"]
 
 
+def test_mid_epoch_resume_is_bit_identical(tmp_path):
+    """A run killed mid-epoch (3 batches per epoch here) resumes to the same end state."""
+    fit(_cfg(tmp_path, "full"), progress=False)
+    fit(_cfg(tmp_path, "killed"), progress=False, stop_after_steps=2)
+    mid = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert (mid["epoch"], mid["batch"], mid["step"]) == (0, 2, 2)
+    fit(_cfg(tmp_path, "killed"), resume=True, progress=False, stop_after_steps=4)
+    mid = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert (mid["epoch"], mid["batch"], mid["step"]) == (1, 1, 4)
+    fit(_cfg(tmp_path, "killed"), resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert b.get("batch", 0) == 0 and b["step"] == a["step"] == 6
+    for k in a["net"]:
+        assert torch.equal(a["net"][k], b["net"][k]), k
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        assert ra["train_loss"] == rb["train_loss"] and ra["test_acc"] == rb["test_acc"]
+
+
 def test_export_gives_the_same_logits(tmp_path):
     fit(_cfg(tmp_path, epochs=1), progress=False)
     assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.safetensors")]) == 0

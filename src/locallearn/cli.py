@@ -104,6 +104,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="data parallel over the processes of `torchrun --nproc-per-node N -m locallearn train ...`")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
+                   help="also checkpoint mid-epoch this often (0: after each epoch only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -131,7 +133,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
         head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
-        split=a.split,
+        split=a.split, checkpoint_minutes=a.checkpoint_minutes,
         eval_batch_size=a.eval_batch_size).validate()
 
 
@@ -306,8 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the last finished epoch is checkpointed (use --resume)",
-              file=sys.stderr)
+        print(f"{PROG}: interrupted; runs are checkpointed after each epoch and every "
+              "--checkpoint-minutes (continue with --resume)", file=sys.stderr)
         return 130
 
 

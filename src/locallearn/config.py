@@ -48,6 +48,7 @@ class TrainConfig:
     split: str = "equal"
     eval_batch_size: int = 512
     log_interval: int = 25
+    checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch this often (0: epochs only)
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the first bad value; return self."""
@@ -63,6 +64,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {value!r}")
+        if not self.checkpoint_minutes >= 0:
+            raise ConfigError(f"checkpoint-minutes must be >= 0, got {self.checkpoint_minutes!r}")
         if self.amp not in AMP_CHOICES:
             raise choice_error("amp mode", self.amp, AMP_CHOICES)
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:

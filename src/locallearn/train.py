@@ -106,12 +106,15 @@ def _summary(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: 
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-        stop_after_epochs: Optional[int] = None) -> Dict[str, Any]:
+        stop_after_epochs: Optional[int] = None,
+        stop_after_steps: Optional[int] = None) -> Dict[str, Any]:
     """Train per ``cfg`` into ``cfg.out``; return the run summary.
 
-    With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its saved config
-    wins) and ends exactly as an uninterrupted run would. ``stop_after_epochs``
-    stops early after that many epochs in total, as if the process were killed
+    A checkpoint is written after every epoch and, every ``cfg.checkpoint_minutes``,
+    mid-epoch. With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its
+    saved config wins) and ends exactly as an uninterrupted run would, also from a
+    mid-epoch checkpoint. ``stop_after_epochs`` / ``stop_after_steps`` stop early after
+    that many epochs / steps in total, checkpointed as if the process were killed there
     (used by tests).
     """
     out = Path(cfg.out)
@@ -145,6 +148,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     gen = torch.Generator().manual_seed(cfg.seed)
     rows: List[Dict[str, Any]] = []
     start_epoch, step, wall = 0, 0, 0.0
+    # mid-epoch resume: batches already done, and the epoch's loss sum and seconds so far
+    first_batch, carry_loss, carry_s = 0, torch.zeros(()), 0.0
     if state is not None:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])
@@ -152,6 +157,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         torch.set_rng_state(state["torch_rng"])
         rows, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
         wall = state["wall_time_s"]
+        if state.get("batch", 0):
+            first_batch, carry_loss = state["batch"], state["loss_sum"]
+            carry_s = state["epoch_seconds"]
     if main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
@@ -165,13 +173,25 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                           "training samples")
     backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    every_s = 60.0 * cfg.checkpoint_minutes
+
+    def checkpoint(epoch_done: int, **mid: Any) -> None:
+        save_checkpoint(ckpt_path, {
+            "net": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch_done,
+            "step": step, "history": rows, "data_rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "wall_time_s": wall, **mid})
+
     for epoch in range(start_epoch, last_epoch):
         net.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(train, desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
+        t0 = time.perf_counter() - carry_s
+        last_save = time.perf_counter()
+        epoch_rng = gen.get_state()  # mid-epoch checkpoints store this, not the current state
+        loss_sum = carry_loss.to(device)
+        start, first_batch, carry_loss, carry_s = first_batch, 0, torch.zeros(()), 0.0
+        bar = tqdm(train.iter_from(start), total=len(train), initial=start,
+                   desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
                    disable=None if progress else True, leave=False, dynamic_ncols=True)
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y) in enumerate(bar, start=start):
             lr = lr_at(cfg, step, len(train))
             opt.set_lr(lr)
             with autocast(device, cfg.amp):
@@ -188,6 +208,17 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             step += 1
             if progress and (i + 1) % cfg.log_interval == 0:  # the only host sync in the loop
                 bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3f}", lr=f"{lr:.3g}")
+            killed = stop_after_steps is not None and step >= stop_after_steps \
+                and i + 1 < len(train)
+            if main and i + 1 < len(train) and (killed or (
+                    every_s > 0 and time.perf_counter() - last_save >= every_s)):
+                # mid-epoch: the generator state of the epoch's start replays its order
+                checkpoint(epoch, batch=i + 1, loss_sum=loss_sum.detach().cpu(),
+                           epoch_seconds=time.perf_counter() - t0, data_rng=epoch_rng)
+                last_save = time.perf_counter()
+            if killed:
+                bar.close()
+                return _summary(cfg, net, rows, wall, device, data)
         if world > 1:
             dist.all_reduce(loss_sum)
             loss_sum /= world
@@ -204,16 +235,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
                        f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  {seconds:.1f}s")
-        ckpt: Dict[str, Any] = {"net": net.state_dict(), "optimizer": opt.state_dict(),
-                                "epoch": epoch + 1, "step": step, "history": rows,
-                                "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                "wall_time_s": wall}
-        save_checkpoint(ckpt_path, ckpt)
+        checkpoint(epoch + 1)
         _write_metrics(out / "metrics.csv", rows)
         summary = _summary(cfg, net, rows, wall, device, data)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
                   title=f"{cfg.model} on {cfg.dataset}")
+        if stop_after_steps is not None and step >= stop_after_steps:
+            break
         if world > 1:
             dist.barrier()
     return _summary(cfg, net, rows, wall, device, data)

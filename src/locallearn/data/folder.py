@@ -98,10 +98,15 @@ class FolderBatches:
         return out
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from index ``start`` on. Mid-epoch the sample order resumes
+        exactly; the workers' random transforms do not (they follow the worker schedule)."""
         # the workers' augmentation seed is drawn from our generator too: resumable
         seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=self.generator)) \
             if self.generator is not None else 0
-        loader = DataLoader(self.dataset, batch_sampler=self._index_batches(),
+        loader = DataLoader(self.dataset, batch_sampler=self._index_batches()[start:],
                             num_workers=self.workers, generator=torch.Generator().manual_seed(seed),
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False)

@@ -34,19 +34,24 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     Draw order (part of the resumability contract): dy, dx, flip.
     """
-    b = x.shape[0]
     pad = crop_pad(x.shape[2])
+    dy, dx, flip = augment_draws(x.shape[0], pad, generator)
+    return flip_where(crop_at(x, pad, dy, dx), flip)
+
+
+def augment_draws(b: int, pad: int, generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
+    """The random draws of ``augment`` for a batch of ``b``: crop offsets dy, dx and flip mask."""
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
-    return flip_where(crop_at(x, pad, dy, dx), flip)
+    return dy, dx, torch.rand(b, generator=generator) < 0.5
 
 
 class Batches:
     """Iterates (x, y) batches: x float normalised (x/255 - mean)/std on `device`, y int64 on `device`.
 
     Shuffling and augmentation draw only from ``generator``, so restoring ``generator.get_state()``
-    at an epoch boundary replays the following epochs bit-exactly.
+    at an epoch boundary replays the following epochs bit-exactly (and ``iter_from`` resumes
+    mid-epoch).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: Sequence[float],
@@ -85,10 +90,23 @@ class Batches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from index ``start`` on, exactly as a full pass yields them.
+
+        The skipped batches still take their random draws (nothing else), so restoring
+        the generator state of the epoch's start and calling ``iter_from(i)`` resumes an
+        epoch mid-way bit-exactly.
+        """
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min(n, (i + 1) * self.batch_size)
+            if i < start:
+                if self.augment:
+                    augment_draws(hi - lo, crop_pad(self.x.shape[2]), self.generator)
+                continue
             if order is None:
                 xb, yb = self.x[lo:hi], self.y[lo:hi]
             else:
