@@ -47,6 +47,11 @@ class BlockOptimizers:
         if self.scaler is not None:
             self.scaler.update()
 
+    def state_tensors(self) -> List[torch.Tensor]:
+        """Every optimizer-state tensor (momentum buffers), e.g. for memory accounting."""
+        return [t for o in self.opts if o is not None for st in o.state.values()
+                for t in st.values() if isinstance(t, torch.Tensor)]
+
     def state_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"blocks": [o.state_dict() if o is not None else {} for o in self.opts]}
         if self.scaler is not None:

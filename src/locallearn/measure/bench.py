@@ -15,12 +15,13 @@ from ..methods import parse_method
 from ..nets import create_model
 from ..optim import BlockOptimizers
 from .flops import step_flops
+from .live import live_peak
 from .memory import measure_step_memory
 from .timing import median, time_call
 
 MODES = ("memory", "speed")
 RATIO_FIELDS = ("peak_bytes", "param_bytes", "grad_bytes", "optim_bytes", "activation_bytes",
-                "step_time_s", "flops_per_step", "cuda_peak_bytes")
+                "live_peak_bytes", "step_time_s", "flops_per_step", "cuda_peak_bytes")
 
 
 @dataclass
@@ -94,10 +95,14 @@ def measure_pair(spec: BenchSpec, mode: str, method: str, k: int) -> Dict[str, A
     row.update(mem.to_dict())
     if spec.recompute and net.bridges:
         # torch.utils.checkpoint holds the re-run copies itself, unseen by saved-tensor
-        # hooks: the CPU meter is a lower bound here (RSS / CUDA peaks are not)
-        row["note"] = "recompute: CPU activation meter is a lower bound"
+        # hooks: the CPU meter is a lower bound here (live, RSS and CUDA peaks are not)
+        row["note"] = "recompute: activation meter is a lower bound; see live_peak_bytes"
+    step()  # optimizer state exists from here on: measure the steady state
+    # every live tensor, temporaries and recomputation included (max_memory_allocated's
+    # analogue on any device); it starts from params, buffers, optimizer state, batch
+    row["live_peak_bytes"] = live_peak(step, device, [*net.parameters(), *net.buffers(),
+                                                      *opt.state_tensors(), x, y])
     if device.type == "cuda":
-        step()  # optimizer state exists from here on: measure the steady state
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
@@ -144,14 +149,16 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     mb = 2.0 ** 20
     cuda = any("cuda_peak_bytes" in r for r in rows)
     speed = any("step_time_s" in r for r in rows)
-    head = f"{'method':16s} {'K':>3s} {'act MB':>8s} {'x':>5s} {'total MB':>9s} {'x':>5s} {'GFLOP':>7s} {'x':>5s}"
+    head = (f"{'method':16s} {'K':>3s} {'act MB':>8s} {'x':>5s} {'total MB':>9s} {'x':>5s} "
+            f"{'live MB':>8s} {'x':>5s} {'GFLOP':>7s} {'x':>5s}")
     head += f" {'CUDA MB':>8s} {'x':>5s}" if cuda else ""
     head += f" {'s/step':>7s} {'x':>5s} {'FLOP eff':>8s}" if speed else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['method']:16s} {r['blocks']:>3d} {r['activation_bytes'] / mb:>8.1f} "
                 f"{r.get('activation_bytes_ratio', 1):>5.2f} {r['peak_bytes'] / mb:>9.1f} "
-                f"{r.get('peak_bytes_ratio', 1):>5.2f} {r['flops_per_step'] / 1e9:>7.2f} "
+                f"{r.get('peak_bytes_ratio', 1):>5.2f} {r['live_peak_bytes'] / mb:>8.1f} "
+                f"{r.get('live_peak_bytes_ratio', 1):>5.2f} {r['flops_per_step'] / 1e9:>7.2f} "
                 f"{r.get('flops_per_step_ratio', 1):>5.2f}")
         if cuda:
             line += f" {r['cuda_peak_bytes'] / mb:>8.1f} {r.get('cuda_peak_bytes_ratio', 1):>5.2f}"
