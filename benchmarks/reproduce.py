@@ -45,7 +45,8 @@ BUDGETS = {
     "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16],
                   main=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp"],
                   methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
-                           "dgl+ema", "dgl+man", "dgl+manpp@channel"]),
+                           "dgl+ema", "dgl+man", "dgl+manpp@channel",
+                           "infopro+manpp@decoder=conv_first"]),
     # the papers' regime: all 60k images, cosine to zero over 10 epochs (E2E flattens out
     # at 93-94% here); a CPU run spans sittings and resumes from mid-epoch checkpoints
     "long": dict(epochs=10, limit_train=None, seeds=[0], ks=[16],
@@ -110,15 +111,21 @@ def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> 
     """Where a run trains (runs/, not committed) or where its finished metrics are kept
     (benchmarks/results/reproduce/, committed, so a later session on a fresh clone
     skips it)."""
-    name = method.replace("+", "_").replace("@", "_lb")
+    spec, _, variant = method.partition("@")
+    name = spec.replace("+", "_") + (f"_lb{variant}" if variant == "channel" else
+                                     f"_{variant.replace('=', '_')}" if variant else "")
     base = RESULTS / "reproduce" if kept else ROOT / "runs" / "reproduce"
     return base / budget / f"{name}_K{k}_s{seed}"
 
 
 def split_variant(method: str) -> tuple:
-    """``dgl+manpp@channel`` -> (``dgl+manpp``, lb ``channel``): options that change the math."""
-    spec, _, lb = method.partition("@")
-    return spec, (lb or "unit")
+    """Options that change the math: ``dgl+manpp@channel`` -> (``dgl+manpp``, lb ``channel``,
+    no head options); ``infopro+manpp@decoder=conv_first`` -> (spec, ``unit``, that head option)."""
+    spec, _, variant = method.partition("@")
+    if "=" in variant:
+        key, _, value = variant.partition("=")
+        return spec, "unit", {key: value}
+    return spec, (variant or "unit"), {}
 
 
 def finished(budget: str, method: str, k: int, seed: int) -> bool:
@@ -141,11 +148,11 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
 
 def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
            out: Path, kept: Path) -> None:
-    spec, lb = split_variant(method)
+    spec, lb, head_opts = split_variant(method)
     cfg = TrainConfig(model="resnet32", method=spec, blocks=1 if spec == "e2e" else k, lb=lb,
                       dataset="fashion-mnist", epochs=b["epochs"], batch_size=128, lr=0.1,
                       seed=seed, device=device, channels_last=True,
-                      limit_train=b["limit_train"], out=str(out))
+                      limit_train=b["limit_train"], head_opts=head_opts, out=str(out))
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     fit(cfg, resume=(out / CHECKPOINT).is_file(), progress=True)
     kept.mkdir(parents=True, exist_ok=True)
