@@ -7,6 +7,8 @@ reference to it is freed, i.e. when its block's graph is backpropagated). Not
 counted: transient tensors never saved by autograd (e.g. a conv's output that only
 feeds a BatchNorm that saves its own input), allocator slack and fragmentation.
 Parameters, gradients and optimizer state are computed from the tensors themselves.
+``measure.live.LivePeak`` measures the other way round: every live tensor, as an
+allocator would (it also sees what ``torch.utils.checkpoint`` re-runs in backward).
 """
 from __future__ import annotations
 
