@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from locallearn import ConfigError
 from locallearn.cli import main
@@ -44,3 +45,13 @@ def test_bad_bench_input(capsys):
     assert main(["bench", "memory", "--model", "resnet20", "--method", "dgl", "--blocks", "11",
                  "--device", "cpu"]) == 2
     assert "K=11" in capsys.readouterr().err
+
+
+def test_timing_takes_the_steps_in_turns():
+    from locallearn.measure.timing import time_interleaved
+
+    calls = []
+    times = time_interleaved([lambda: calls.append("a"), lambda: calls.append("b")],
+                             torch.device("cpu"), warmup=1, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then alternating
+    assert [len(t) for t in times] == [3, 3] and all(x >= 0 for t in times for x in t)

@@ -17,7 +17,7 @@ from ..optim import BlockOptimizers
 from .flops import step_flops
 from .live import live_peak
 from .memory import measure_step_memory
-from .timing import median, time_call
+from .timing import median, time_interleaved
 
 MODES = ("memory", "speed")
 RATIO_FIELDS = ("peak_bytes", "param_bytes", "grad_bytes", "optim_bytes", "activation_bytes",
@@ -75,9 +75,12 @@ def _full_step(net: LocalNet, opt: BlockOptimizers, x: torch.Tensor,
     return step
 
 
-def measure_pair(spec: BenchSpec, mode: str, method: str, k: int) -> Dict[str, Any]:
-    """Measure one (method, K): memory parts and FLOPs always, step time for ``speed``."""
+def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], Callable[[], None]]:
+    """Measure one (method, K)'s memory parts and FLOPs; return the row and its step
+    (``run_bench`` times the steps of all pairs in turns)."""
     device = resolve_device(spec.device)
+    # other pairs' nets stay alive for the timing: leave their memory out of the CUDA peak
+    others = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     net = _build(spec, method, k, device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=g)
@@ -107,10 +110,8 @@ def measure_pair(spec: BenchSpec, mode: str, method: str, k: int) -> Dict[str, A
         torch.cuda.reset_peak_memory_stats(device)
         step()
         torch.cuda.synchronize(device)
-        row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-    if mode == "speed":
-        row["step_time_s"] = median(time_call(step, device, spec.warmup, spec.repeats))
-    return row
+        row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device) - others
+    return row, step
 
 
 def run_bench(mode: str, spec: BenchSpec) -> List[Dict[str, Any]]:
@@ -119,7 +120,15 @@ def run_bench(mode: str, spec: BenchSpec) -> List[Dict[str, Any]]:
         raise choice_error("bench mode", mode, MODES)
     if spec.batch_size < 1:
         raise ConfigError(f"batch-size must be a positive integer, got {spec.batch_size}")
-    rows = [measure_pair(spec, mode, m, k) for m, k in spec.pairs()]
+    measured = [measure_pair(spec, m, k) for m, k in spec.pairs()]
+    rows = [row for row, _ in measured]
+    if mode == "speed":
+        times = time_interleaved([step for _, step in measured], resolve_device(spec.device),
+                                 spec.warmup, spec.repeats)
+        for row, t in zip(rows, times):
+            row["step_time_s"] = median(t)
+            row["step_times_s"] = t
+    del measured
     ref = rows[0]
     for r in rows:
         for f in RATIO_FIELDS:
