@@ -35,7 +35,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from locallearn import TrainConfig, fit  # noqa: E402
-from locallearn.checkpoint import CHECKPOINT  # noqa: E402
+from locallearn.checkpoint import CHECKPOINT, atomic_write_text  # noqa: E402
+from locallearn.devices import resolve_device  # noqa: E402
+from locallearn.train import evaluate_heads, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +161,29 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
     kept.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "metrics.csv", "summary.json"):
         shutil.copyfile(out / name, kept / name)
+    layerwise(out, kept, device)
+
+
+def layerwise(out: Path, kept: Path, device: str) -> None:
+    """Test accuracy of every block's classifier and MAN++'s learned scales -> heads.json."""
+    cfg, net, data = load_run(out, device=device)
+    dev = resolve_device(device)
+    accs = evaluate_heads(net, data.test_batches(cfg.eval_batch_size, dev), dev)
+    atomic_write_text(kept / "heads.json", json.dumps(
+        dict(test_acc=accs, bridge_scale=net.bridge_scales()), indent=2) + "\n")
+
+
+def layerwise_missing(device: str) -> None:
+    """heads.json for every finished run still in runs/ that has none kept."""
+    for budget, method, k, seed in jobs("all"):
+        out, kept = run_dir(budget, method, k, seed), run_dir(budget, method, k, seed, kept=True)
+        if (finished(budget, method, k, seed) and (out / CHECKPOINT).is_file()
+                and not (kept / "heads.json").is_file() and claim(out)):
+            try:
+                print(f"== layer-wise accuracy: {out}", flush=True)
+                layerwise(out, kept, device)
+            finally:
+                release(out)
 
 
 def _rows(run: Path) -> List[Dict[str, float]]:
@@ -217,11 +242,53 @@ def write_section(budget: str, command: str) -> None:
         fig.savefig(RESULTS / f"reproduce_{budget}.png", dpi=110)
         plt.close(fig)
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
+    lines += layerwise_section(budget)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # atomic: several workers rewrite it
     tmp = RESULTS / f".section_reproduce_{budget}.{os.getpid()}.md"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(RESULTS / f"section_reproduce_{budget}.md")
+
+
+def layerwise_section(budget: str) -> List[str]:
+    """Mean test accuracy of each block's classifier over the seeds kept, per method,
+    as a table and a plot (the papers' layer-wise view of what each block learned)."""
+    b = BUDGETS[budget]
+    per_method: Dict[str, List[dict]] = {}
+    for k in b["ks"]:
+        for method in b["methods"]:
+            for seed in b["seeds"]:
+                path = run_dir(budget, method, k, seed, kept=True) / "heads.json"
+                if path.is_file() and method != "e2e":
+                    per_method.setdefault(method, []).append(json.loads(path.read_text()))
+    if not per_method:
+        return []
+    k = max(len(r[0]["test_acc"]) for r in per_method.values())
+    lines = ["", "Test accuracy (%) of each block's own classifier (its auxiliary head; the "
+             "last block: the network), mean over the seeds with a kept checkpoint "
+             "(`locallearn eval --heads`). \"-\": a head without class scores.", "",
+             "| method | seeds | " + " | ".join(f"b{j}" for j in range(k)) + " | mean scale s |",
+             "|---|---|" + "---|" * k + "---|"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, runs in per_method.items():
+        means: List[float] = []
+        cells = []
+        for j in range(k):
+            vals = [r["test_acc"][j] for r in runs if r["test_acc"][j] is not None]
+            means.append(100 * statistics.mean(vals) if vals else float("nan"))
+            cells.append(f"{means[-1]:.1f}" if vals else "-")
+        scales = [v for r in runs for v in r["bridge_scale"] if v is not None]
+        scale = f"{statistics.mean(scales):.2f}" if scales else "-"
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + f" | {scale} |")
+        ax.plot(range(k), means, marker="o", label=f"{method} ({len(runs)} seeds)")
+    ax.set(xlabel="block", ylabel="test accuracy of the block's classifier (%)",
+           title=f"Layer-wise accuracy, ResNet-32 K={k} ({budget})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"layerwise_{budget}.png", dpi=110)
+    plt.close(fig)
+    return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]
 
 
 def command(budget: str) -> str:
@@ -240,11 +307,17 @@ def main() -> None:
     ap.add_argument("--budget", choices=["all", *sorted(BUDGETS)], default="all")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--table-only", action="store_true", help="only rewrite the table")
+    ap.add_argument("--layerwise", action="store_true",
+                    help="only add the per-block accuracy (heads.json) of finished runs "
+                         "whose checkpoint is still in runs/")
     ap.add_argument("--workers", type=int, default=1,
                     help="start this many single-thread trainers (each claims runs)")
     a = ap.parse_args()
     if a.workers < 1:
         ap.error(f"--workers must be >= 1, got {a.workers}")
+    if a.layerwise:
+        layerwise_missing(a.device)
+        a.table_only = True
     if a.workers > 1 and not a.table_only:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         procs = [subprocess.Popen([sys.executable, __file__, "--budget", a.budget,

@@ -172,3 +172,28 @@ def test_recompute_gives_identical_gradients_and_bn_stats():
             assert torch.allclose(p.grad, q.grad, atol=1e-6), n
     for (n, t), u in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(t, u), n  # running stats updated once, not twice
+
+
+def test_head_logits_and_layerwise_accuracy():
+    from locallearn.train import evaluate_heads
+
+    x, y = _batch(n=8)
+    net = _net(k=3, method="dgl+manpp").eval()
+    with torch.no_grad():
+        h0 = net.model.units[net.ranges[0][0]](x)
+        for u in net.block_units(0)[1:]:
+            h0 = u(h0)
+        want0 = net.heads[0].logits(net.bridges[0](h0))
+    got = net.head_logits(x)
+    assert len(got) == 3 and torch.allclose(got[0], want0, atol=1e-6)
+    assert torch.allclose(got[-1], net(x), atol=1e-6)
+    # accuracy per block: a head made to answer the labels scores 1, one always wrong 0
+    accs = evaluate_heads(net, [(x, y)], torch.device("cpu"))
+    want = [(s.argmax(1) == y).float().mean().item() for s in got]
+    assert accs == pytest.approx(want)
+    assert net.bridge_scales() == [1.0, 1.0]
+    net.heads[1].logits = lambda z: F.one_hot(y, 10).float()
+    net.heads[0].logits = lambda z: F.one_hot((y + 1) % 10, 10).float()
+    assert evaluate_heads(net, [(x, y)], torch.device("cpu"))[:2] == [0.0, 1.0]
+    net.heads[0].logits = lambda z: None  # e.g. a SupCon head: no class scores
+    assert evaluate_heads(net, [(x, y)], torch.device("cpu"))[0] is None

@@ -102,7 +102,18 @@ def test_cli_train_eval_and_list(tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["head_opts"] == {"loss": "ce", "ixx": [1.0, 0.0]}
     assert main(["eval", "--run", str(out), "--device", "cpu"]) == 0
-    assert "test:" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "test:" in line
+    heads_json = tmp_path / "heads.json"
+    assert main(["eval", "--run", str(out), "--device", "cpu", "--heads",
+                 "--json", str(heads_json)]) == 0
+    rows = json.loads(heads_json.read_text())["rows"]
+    assert [r["block"] for r in rows] == [0, 1]
+    assert rows[0]["bridge_scale"] is None and rows[1]["bridge_scale"] is None  # MAN: no s
+    assert 0.0 <= rows[0]["test_acc"] <= 1.0  # loss=ce: the InfoPro head has class scores
+    # the last block's row is the network's own accuracy, as plain eval prints it
+    assert f"{100 * rows[1]['test_acc']:.2f}%" in line
+    capsys.readouterr()
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
     assert "resnet110" in listing and "infopro+manpp" in listing and "fashion-mnist" in listing

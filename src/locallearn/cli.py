@@ -165,14 +165,31 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .devices import resolve_device
-    from .train import evaluate, load_run
+    from .train import evaluate, evaluate_heads, load_run
 
     cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
     device = resolve_device(a.device)
     batches = data.test_batches(cfg.eval_batch_size, device)
-    acc = evaluate(net, batches, device)
-    print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
-          f"{100 * acc:.2f}%")
+    if not a.heads:
+        acc = evaluate(net, batches, device)
+        print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
+              f"{100 * acc:.2f}%")
+        return 0
+    accs = evaluate_heads(net, batches, device)
+    scales = net.bridge_scales() + [None]
+    print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test accuracy of each "
+          f"block's classifier (the last is the network's)")
+    print(f"{'block':>5}  {'units':>7}  {'test acc %':>10}  {'bridge scale':>12}")
+    for j, (acc, s) in enumerate(zip(accs, scales)):
+        start, end = net.ranges[j]
+        print(f"{j:>5}  {f'{start}-{end - 1}':>7}  "
+              f"{'-' if acc is None else f'{100 * acc:.2f}':>10}  "
+              f"{'-' if s is None else f'{s:.3f}':>12}")
+    if a.json:
+        rows = [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s)
+                for j, (acc, s) in enumerate(zip(accs, scales))]
+        Path(a.json).write_text(json.dumps(dict(model=cfg.model, method=str(net.spec),
+                                                blocks=net.k, rows=rows), indent=2) + "\n")
     return 0
 
 
@@ -271,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--heads", action="store_true",
+                   help="also the accuracy of every block's auxiliary classifier, and "
+                        "MAN++'s learned bridge scales")
+    p.add_argument("--json", default=None, help="with --heads: write the rows here")
     p = sub.add_parser("export", help="write the plain backbone of a run as safetensors")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)

@@ -120,6 +120,30 @@ class LocalNet(nn.Module):
                 yield j, self.heads[j](z, y, bank)
                 h = h.detach()
 
+    @torch.no_grad()
+    def head_logits(self, x: torch.Tensor) -> List[Optional[torch.Tensor]]:
+        """What each block's classifier says about ``x``: head j's class scores for
+        j < K-1 (None where the head has none), the network's output for the last.
+
+        Layer-wise accuracy of these is the papers' diagnostic of how much each
+        local objective has learned (and of what MAN++'s bridge adds to it).
+        """
+        out: List[Optional[torch.Tensor]] = []
+        h = x
+        for j in range(self.k):
+            for unit in self.block_units(j):
+                h = unit(h)
+            if j == self.k - 1:
+                out.append(h)
+            else:
+                z = self.bridges[j](h) if len(self.bridges) else h
+                out.append(self.heads[j].logits(z))
+        return out
+
+    def bridge_scales(self) -> List[Optional[float]]:
+        """MAN++'s learned scale s_j per boundary (None for bridges without one)."""
+        return [None if b.scale is None else float(b.scale.detach()) for b in self.bridges]
+
     def block_parameters(self, j: int) -> List[nn.Parameter]:
         """Trainable parameters updated by block j's loss: its units, head j, bridge j."""
         mods: List[nn.Module] = self.block_units(j)

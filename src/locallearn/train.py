@@ -74,6 +74,28 @@ def evaluate(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]
     return correct.item() / max(1, count)
 
 
+@torch.no_grad()
+def evaluate_heads(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                   device: torch.device, amp: str = "none") -> List[Optional[float]]:
+    """Top-1 accuracy of every block's classifier (``LocalNet.head_logits``); None for
+    heads without class scores. The last entry is the network's own accuracy."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros(net.k, dtype=torch.long, device=device)
+    has = [True] * net.k
+    count = 0
+    with autocast(device, amp):
+        for x, y in batches:
+            for j, scores in enumerate(net.head_logits(x)):
+                if scores is None:
+                    has[j] = False
+                else:
+                    correct[j] += (scores.argmax(1) == y).sum()
+            count += y.numel()
+    net.train(was_training)
+    return [c / max(1, count) if ok else None for c, ok in zip(correct.tolist(), has)]
+
+
 def _write_metrics(path: Path, rows: List[Dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")

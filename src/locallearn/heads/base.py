@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -53,6 +53,10 @@ class AuxHead(nn.Module):
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def logits(self, features: torch.Tensor) -> Optional[torch.Tensor]:
+        """Class scores of this head, or None where it has none (e.g. a contrastive head)."""
+        return None
 
 
 HeadBuilder = Callable[..., AuxHead]

@@ -1,7 +1,7 @@
 """InfoPro head (Wang et al. 2021): image reconstruction + classification/contrast."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -140,3 +140,7 @@ class InfoProHead(AuxHead):
                 bank: FeatureBank) -> torch.Tensor:
         recon = self.decoder.loss(features, bank.image01)
         return self.ixx * recon + self.ixy * self.classifier.loss(features, target)
+
+    def logits(self, features: torch.Tensor) -> Optional[torch.Tensor]:
+        """The classifier's scores when it is trained with CE (SupCon has no classes)."""
+        return self.classifier(features) if self.classifier.loss_mode == "ce" else None

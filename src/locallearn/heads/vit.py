@@ -22,4 +22,7 @@ class VitHead(AuxHead):
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:
-        return F.cross_entropy(self.fc(self.norm(features[:, 0])), target)
+        return F.cross_entropy(self.logits(features), target)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(features[:, 0]))
