@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -122,13 +123,20 @@ def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> 
 
 
 def split_variant(method: str) -> tuple:
-    """Options that change the math: ``dgl+manpp@channel`` -> (``dgl+manpp``, lb ``channel``,
-    no head options); ``infopro+manpp@decoder=conv_first`` -> (spec, ``unit``, that head option)."""
+    """Options that change the math, after ``@``: ``dgl+manpp@channel`` -> lb ``channel``;
+    ``dgl+manpp@ema_momentum=0.95`` -> a TrainConfig field; ``infopro+manpp@decoder=conv_first``
+    -> a head option. Returns (spec, TrainConfig overrides, head options)."""
     spec, _, variant = method.partition("@")
-    if "=" in variant:
-        key, _, value = variant.partition("=")
-        return spec, "unit", {key: value}
-    return spec, (variant or "unit"), {}
+    if not variant:
+        return spec, {}, {}
+    if "=" not in variant:
+        return spec, {"lb": variant}, {}
+    key, _, value = variant.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if key in fields:
+        kind = type(fields[key].default)
+        return spec, {key: kind(value) if kind in (int, float) else value}, {}
+    return spec, {}, {key: value}
 
 
 def finished(budget: str, method: str, k: int, seed: int) -> bool:
@@ -151,11 +159,12 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
 
 def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
            out: Path, kept: Path) -> None:
-    spec, lb, head_opts = split_variant(method)
-    cfg = TrainConfig(model="resnet32", method=spec, blocks=1 if spec == "e2e" else k, lb=lb,
+    spec, overrides, head_opts = split_variant(method)
+    cfg = TrainConfig(model="resnet32", method=spec, blocks=1 if spec == "e2e" else k,
                       dataset="fashion-mnist", epochs=b["epochs"], batch_size=128, lr=0.1,
                       seed=seed, device=device, channels_last=True,
-                      limit_train=b["limit_train"], head_opts=head_opts, out=str(out))
+                      limit_train=b["limit_train"], head_opts=head_opts, out=str(out),
+                      **overrides)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     fit(cfg, resume=(out / CHECKPOINT).is_file(), progress=True)
     kept.mkdir(parents=True, exist_ok=True)
