@@ -222,6 +222,7 @@ def write_section(budget: str, command: str) -> None:
              "|---|---|---|---|---|"]
     curves: Dict[str, List[List[float]]] = {}
     means: Dict[str, float] = {}
+    by_seed: Dict[str, Dict[int, float]] = {}
     for k in b["ks"]:
         for method in b["methods"]:
             accs, per = [], []
@@ -234,6 +235,7 @@ def write_section(budget: str, command: str) -> None:
                     continue
                 accs.append(100 * rows[-1]["test_acc"])
                 per.append(f"{accs[-1]:.2f}")
+                by_seed.setdefault(method, {})[seed] = accs[-1]
                 curves.setdefault(f"{method} K={k if method != 'e2e' else 1}", []).append(
                     [100 * r["test_acc"] for r in rows])
             if not accs:
@@ -246,8 +248,7 @@ def write_section(budget: str, command: str) -> None:
         closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
         lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
-    if {"infopro", "infopro+manpp"} <= means.keys():
-        lines += [f"InfoPro+MAN++ - InfoPro: {means['infopro+manpp'] - means['infopro']:+.2f} points."]
+    lines += paired_lines(by_seed)
     if curves:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label, runs in curves.items():
@@ -269,6 +270,26 @@ def write_section(budget: str, command: str) -> None:
     tmp.replace(RESULTS / f"section_reproduce_{budget}.md")
 
 
+def paired_lines(by_seed: Dict[str, Dict[int, float]]) -> List[str]:
+    """MAN++ (or a variant) minus its base method, seed by seed: the same seed gives both
+    the same initial backbone and data order, so the paired difference is the test."""
+    out = ["", "| MAN++ vs its base, same seeds | per seed (points) | mean +- std | better on |",
+           "|---|---|---|---|"]
+    for method, seeds in by_seed.items():
+        base = method.split("+")[0]
+        if method == base or base not in by_seed or base == "e2e":
+            continue
+        common = sorted(set(seeds) & set(by_seed[base]))
+        if not common:
+            continue
+        diffs = [seeds[s] - by_seed[base][s] for s in common]
+        spread = f" +- {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        out.append(f"| {method} - {base} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
+                   f"{statistics.mean(diffs):+.2f}{spread} | "
+                   f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds |")
+    return out if len(out) > 3 else []
+
+
 def layerwise_section(budget: str) -> List[str]:
     """Mean test accuracy of each block's classifier over the seeds kept, per method,
     as a table and a plot (the papers' layer-wise view of what each block learned)."""
@@ -279,7 +300,8 @@ def layerwise_section(budget: str) -> List[str]:
             for seed in b["seeds"]:
                 path = run_dir(budget, method, k, seed, kept=True) / "heads.json"
                 if path.is_file() and method != "e2e":
-                    per_method.setdefault(method, []).append(json.loads(path.read_text()))
+                    per_method.setdefault(method, []).append(
+                        dict(json.loads(path.read_text()), seed=seed))
     if not per_method:
         return []
     k = max(len(r[0]["test_acc"]) for r in per_method.values())
@@ -298,7 +320,8 @@ def layerwise_section(budget: str) -> List[str]:
             cells.append(f"{means[-1]:.1f}" if vals else "-")
         scales = [v for r in runs for v in r["bridge_scale"] if v is not None]
         scale = f"{statistics.mean(scales):.2f}" if scales else "-"
-        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + f" | {scale} |")
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} |")
         ax.plot(range(k), means, marker="o", label=f"{method} ({len(runs)} seeds)")
     ax.set(xlabel="block", ylabel="test accuracy of the block's classifier (%)",
            title=f"Layer-wise accuracy, ResNet-32 K={k} ({budget})")
