@@ -53,6 +53,8 @@ BUDGETS = {
                            # the papers' EMA half-life (m=0.995: 138 steps) is 0.7% of
                            # their ~20k steps but 30% of these 470; m=0.81 keeps the 0.7%
                            "dgl+manpp@ema_momentum=0.81",
+                           # the reference code's copies start freshly initialised
+                           "dgl+manpp@bridge_init=random",
                            "dgl+ema", "dgl+man", "dgl+manpp@channel",
                            "infopro+manpp@decoder=conv_first"]),
     # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's

@@ -88,3 +88,15 @@ def test_bad_bridge_kind():
         MomentumBridge(_unit(), 4, "mann")
     with pytest.raises(ValueError, match="lb 'bias'.*channel"):
         MomentumBridge(_unit(), 4, "man", lb="bias")
+
+
+def test_random_init_copies_differ_from_the_unit_but_not_from_each_other():
+    unit = _unit()
+    before = [p.clone() for p in unit.parameters()]
+    b = MomentumBridge(unit, 4, "manpp", init="random")
+    for pe, pl, pu, p0 in zip(b.ema.parameters(), b.lb.parameters(), unit.parameters(), before):
+        assert torch.equal(pe, pl) and torch.equal(pu, p0)  # the live unit is untouched
+    assert not torch.equal(b.ema[0].weight, unit[0].weight)
+    assert not b.ema[0].weight.requires_grad and b.lb[0].weight.requires_grad
+    with pytest.raises(ValueError, match="bridge init 'zeros'.*random"):
+        MomentumBridge(_unit(), 4, "manpp", init="zeros")

@@ -132,6 +132,7 @@ BAD = [
     (["--lr", "0"], "lr"),
     (["--lr", "-0.1"], "-0.1"),
     (["--head-opt", "nope=1"], "nope"),
+    (["--method", "dgl+manpp", "--bridge-init", "zeros"], "zeros"),
     (["--method", "dgl", "--blocks", None], "--blocks"),
 ]
 

@@ -95,6 +95,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-test", type=int, default=None, help="use the first N test samples")
     p.add_argument("--lb", default=d.lb, help="learnable bias of MAN/MAN++: unit or channel")
     p.add_argument("--ema-momentum", type=float, default=d.ema_momentum)
+    p.add_argument("--bridge-init", default=d.bridge_init,
+                   help="MAN/MAN++ copies start as a copy of the unit (copy) or freshly "
+                        "initialised, as in the reference code (random)")
     p.add_argument("--recompute", action="store_true",
                    help="recompute the bridge copies in backward (less memory, more time)")
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -132,6 +135,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
+        bridge_init=a.bridge_init,
         head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
         split=a.split, checkpoint_minutes=a.checkpoint_minutes,
         eval_batch_size=a.eval_batch_size).validate()

@@ -41,6 +41,7 @@ class TrainConfig:
     out: str = "runs/run"
     lb: str = "unit"
     ema_momentum: float = 0.995
+    bridge_init: str = "copy"  # MAN/MAN++ copies: "copy" of the unit, or "random" (reference code)
     recompute: bool = False
     ddp: bool = False
     head_opts: Dict[str, Any] = field(default_factory=dict)

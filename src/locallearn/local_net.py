@@ -36,7 +36,8 @@ class LocalNet(nn.Module):
                  boundaries: Optional[Sequence[int]] = None,
                  head_opts: Optional[Dict[str, object]] = None,
                  lb: str = "unit", ema_momentum: float = 0.995,
-                 recompute: bool = False, split_by: str = "equal") -> None:
+                 recompute: bool = False, split_by: str = "equal",
+                 bridge_init: str = "copy") -> None:
         super().__init__()
         spec = parse_method(method) if isinstance(method, str) else method
         if not 0.0 <= ema_momentum < 1.0:
@@ -71,7 +72,8 @@ class LocalNet(nn.Module):
                 lb_units = model.units[nxt:min(nxt + model.lb_depth, model.num_body_units)]
                 bridges.append(MomentumBridge(model.units[nxt], info[nxt].channels,
                                               spec.bridge, lb, recompute, info[nxt].layout,
-                                              lb_units=list(lb_units) if model.lb_depth > 1 else ()))
+                                              lb_units=list(lb_units) if model.lb_depth > 1 else (),
+                                              init=bridge_init))
                 seen = info[nxt]
             else:
                 seen = info[self.ranges[j][1] - 1]

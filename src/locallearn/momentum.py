@@ -13,6 +13,7 @@ from .errors import choice_error
 
 BRIDGE_KINDS = ("ema", "man", "manpp")
 LB_KINDS = ("unit", "channel")
+INITS = ("copy", "random")
 
 
 class ChannelAffine(nn.Module):
@@ -38,18 +39,28 @@ class MomentumBridge(nn.Module):
     reference does with two blocks); ``lb="channel"`` a per-channel affine applied to
     ``EMA(h)`` (the paper's lightweight bias). The EMA copy is frozen but differentiable w.r.t. its
     input, so head j's gradient reaches block j through it.
+
+    ``init="copy"`` starts both copies equal to the unit (the paper's intent);
+    ``"random"`` starts them from a fresh default initialisation of the unit, equal to
+    each other but not to the unit, as the reference code does (it copies the units
+    before re-initialising the backbone).
     """
 
     def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
                  lb: str = "unit", recompute: bool = False, layout: str = "maps",
-                 lb_units: Sequence[nn.Module] = ()) -> None:
+                 lb_units: Sequence[nn.Module] = (), init: str = "copy") -> None:
         super().__init__()
         self.recompute = recompute
         if kind not in BRIDGE_KINDS:
             raise choice_error("bridge", kind, BRIDGE_KINDS)
         if lb not in LB_KINDS:
             raise choice_error("lb", lb, LB_KINDS)
+        if init not in INITS:
+            raise choice_error("bridge init", init, INITS)
         self.kind, self.lb_kind = kind, lb
+        if init == "random":
+            next_unit = _reinitialised(next_unit)
+            lb_units = [next_unit, *(_reinitialised(u) for u in lb_units[1:])] if lb_units else ()
         self.ema = copy.deepcopy(next_unit)
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -81,6 +92,15 @@ class MomentumBridge(nn.Module):
             return b + e
         s = self.scale.to(b.dtype)
         return s * b + (2.0 - s) * e
+
+
+def _reinitialised(unit: nn.Module) -> nn.Module:
+    """A copy of ``unit`` with every layer's default initialisation drawn afresh."""
+    fresh = copy.deepcopy(unit)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return fresh
 
 
 @contextlib.contextmanager

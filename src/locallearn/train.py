@@ -35,7 +35,7 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
                     head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
-                    recompute=cfg.recompute, split_by=cfg.split)
+                    recompute=cfg.recompute, split_by=cfg.split, bridge_init=cfg.bridge_init)
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
