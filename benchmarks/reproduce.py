@@ -191,7 +191,8 @@ def layerwise(out: Path, kept: Path, device: str) -> None:
     dev = resolve_device(device)
     accs = evaluate_heads(net, data.test_batches(cfg.eval_batch_size, dev), dev)
     atomic_write_text(kept / "heads.json", json.dumps(
-        dict(test_acc=accs, bridge_scale=net.bridge_scales()), indent=2) + "\n")
+        dict(test_acc=accs, bridge_scale=net.bridge_scales(), ema_lag=net.ema_lags()),
+        indent=2) + "\n")
 
 
 def layerwise_missing(device: str) -> None:
@@ -237,7 +238,7 @@ def write_section(budget: str, command: str) -> None:
                     continue
                 accs.append(100 * rows[-1]["test_acc"])
                 per.append(f"{accs[-1]:.2f}")
-                by_seed.setdefault(method, {})[seed] = accs[-1]
+                by_seed.setdefault(method, {})[seed] = [100 * r["test_acc"] for r in rows]
                 curves.setdefault(f"{method} K={k if method != 'e2e' else 1}", []).append(
                     [100 * r["test_acc"] for r in rows])
             if not accs:
@@ -272,11 +273,12 @@ def write_section(budget: str, command: str) -> None:
     tmp.replace(RESULTS / f"section_reproduce_{budget}.md")
 
 
-def paired_lines(by_seed: Dict[str, Dict[int, float]]) -> List[str]:
+def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
     """MAN++ (or a variant) minus its base method, seed by seed: the same seed gives both
-    the same initial backbone and data order, so the paired difference is the test."""
-    out = ["", "| MAN++ vs its base, same seeds | per seed (points) | mean +- std | better on |",
-           "|---|---|---|---|"]
+    the same initial backbone and data order, so the paired difference is the test.
+    ``by_seed[method][seed]`` is the test accuracy after each epoch."""
+    out = ["", "| MAN++ vs its base, same seeds | final, per seed (points) | final, mean +- std "
+           "| better on | mean difference after each epoch |", "|---|---|---|---|---|"]
     for method, seeds in by_seed.items():
         base = method.split("+")[0]
         if method == base or base not in by_seed or base == "e2e":
@@ -284,11 +286,15 @@ def paired_lines(by_seed: Dict[str, Dict[int, float]]) -> List[str]:
         common = sorted(set(seeds) & set(by_seed[base]))
         if not common:
             continue
-        diffs = [seeds[s] - by_seed[base][s] for s in common]
+        diffs = [seeds[s][-1] - by_seed[base][s][-1] for s in common]
         spread = f" +- {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        epochs = min(len(seeds[s]) for s in common)
+        by_epoch = [statistics.mean(seeds[s][e] - by_seed[base][s][e] for s in common)
+                    for e in range(epochs)]
         out.append(f"| {method} - {base} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
                    f"{statistics.mean(diffs):+.2f}{spread} | "
-                   f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds |")
+                   f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds | "
+                   f"{', '.join(f'{d:+.2f}' for d in by_epoch)} |")
     return out if len(out) > 3 else []
 
 
@@ -309,9 +315,11 @@ def layerwise_section(budget: str) -> List[str]:
     k = max(len(r[0]["test_acc"]) for r in per_method.values())
     lines = ["", "Test accuracy (%) of each block's own classifier (its auxiliary head; the "
              "last block: the network), mean over the seeds with a kept checkpoint "
-             "(`locallearn eval --heads`). \"-\": a head without class scores.", "",
-             "| method | seeds | " + " | ".join(f"b{j}" for j in range(k)) + " | mean scale s |",
-             "|---|---|" + "---|" * k + "---|"]
+             "(`locallearn eval --heads`). \"-\": a head without class scores. Scale s: "
+             "MAN++'s learned mix (init 1). EMA lag: ||EMA copy - its unit|| / ||unit|| "
+             "at the end of training.", "",
+             "| method | seeds | " + " | ".join(f"b{j}" for j in range(k)) + " | mean scale s | mean EMA lag |",
+             "|---|---|" + "---|" * k + "---|---|"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, runs in per_method.items():
         means: List[float] = []
@@ -322,8 +330,10 @@ def layerwise_section(budget: str) -> List[str]:
             cells.append(f"{means[-1]:.1f}" if vals else "-")
         scales = [v for r in runs for v in r["bridge_scale"] if v is not None]
         scale = f"{statistics.mean(scales):.2f}" if scales else "-"
+        lag_vals = [v for r in runs for v in r.get("ema_lag", [])]
+        lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
         seeds = ", ".join(str(r["seed"]) for r in runs)
-        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} |")
+        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")
         ax.plot(range(k), means, marker="o", label=f"{method} ({len(runs)} seeds)")
     ax.set(xlabel="block", ylabel="test accuracy of the block's classifier (%)",
            title=f"Layer-wise accuracy, ResNet-32 K={k} ({budget})")

@@ -192,6 +192,12 @@ def test_head_logits_and_layerwise_accuracy():
     want = [(s.argmax(1) == y).float().mean().item() for s in got]
     assert accs == pytest.approx(want)
     assert net.bridge_scales() == [1.0, 1.0]
+    assert net.ema_lags() == [0.0, 0.0]  # the copies start equal to their units
+    with torch.no_grad():
+        src = net.ema_sources()[1]
+        for p in src.parameters():
+            p.mul_(2.0)  # the unit moves away: its EMA copy now trails by 1/2 of its norm
+    assert net.ema_lags()[0] == 0.0 and net.ema_lags()[1] == pytest.approx(0.5)
     net.heads[1].logits = lambda z: F.one_hot(y, 10).float()
     net.heads[0].logits = lambda z: F.one_hot((y + 1) % 10, 10).float()
     assert evaluate_heads(net, [(x, y)], torch.device("cpu"))[:2] == [0.0, 1.0]

@@ -181,17 +181,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
         return 0
     accs = evaluate_heads(net, batches, device)
     scales = net.bridge_scales() + [None]
+    lags = [*net.ema_lags(), None] if len(net.bridges) else [None] * net.k
     print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test accuracy of each "
           f"block's classifier (the last is the network's)")
-    print(f"{'block':>5}  {'units':>7}  {'test acc %':>10}  {'bridge scale':>12}")
-    for j, (acc, s) in enumerate(zip(accs, scales)):
+    print(f"{'block':>5}  {'units':>7}  {'test acc %':>10}  {'bridge scale':>12}  {'EMA lag':>7}")
+    for j, (acc, s, lag) in enumerate(zip(accs, scales, lags)):
         start, end = net.ranges[j]
         print(f"{j:>5}  {f'{start}-{end - 1}':>7}  "
               f"{'-' if acc is None else f'{100 * acc:.2f}':>10}  "
-              f"{'-' if s is None else f'{s:.3f}':>12}")
+              f"{'-' if s is None else f'{s:.3f}':>12}  {'-' if lag is None else f'{lag:.3f}':>7}")
     if a.json:
-        rows = [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s)
-                for j, (acc, s) in enumerate(zip(accs, scales))]
+        rows = [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s, ema_lag=lag)
+                for j, (acc, s, lag) in enumerate(zip(accs, scales, lags))]
         Path(a.json).write_text(json.dumps(dict(model=cfg.model, method=str(net.spec),
                                                 blocks=net.k, rows=rows), indent=2) + "\n")
     return 0
@@ -293,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--heads", action="store_true",
-                   help="also the accuracy of every block's auxiliary classifier, and "
-                        "MAN++'s learned bridge scales")
+                   help="also the accuracy of every block's auxiliary classifier, MAN++'s "
+                        "learned bridge scales and how far each EMA copy trails its unit")
     p.add_argument("--json", default=None, help="with --heads: write the rows here")
     p = sub.add_parser("export", help="write the plain backbone of a run as safetensors")
     p.add_argument("--run", required=True)

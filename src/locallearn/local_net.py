@@ -146,6 +146,17 @@ class LocalNet(nn.Module):
         """MAN++'s learned scale s_j per boundary (None for bridges without one)."""
         return [None if b.scale is None else float(b.scale.detach()) for b in self.bridges]
 
+    @torch.no_grad()
+    def ema_lags(self) -> List[float]:
+        """Per bridge, how far its EMA copy trails the unit it tracks:
+        ``||theta_ema - theta_unit|| / ||theta_unit||`` over the parameters."""
+        lags = []
+        for bridge, src in zip(self.bridges, self.ema_sources()):
+            ema = torch.cat([p.detach().flatten().float() for p in bridge.ema.parameters()])
+            live = torch.cat([p.detach().flatten().float() for p in src.parameters()])
+            lags.append(float((ema - live).norm() / live.norm().clamp_min(1e-12)))
+        return lags
+
     def block_parameters(self, j: int) -> List[nn.Parameter]:
         """Trainable parameters updated by block j's loss: its units, head j, bridge j."""
         mods: List[nn.Module] = self.block_units(j)
