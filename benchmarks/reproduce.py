@@ -65,10 +65,10 @@ BUDGETS = {
                  main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
 }
 # ``--budget all``: what to train first when CPU time is short. The main rows of the
-# short budget for every seed (mean +- std), the ablation for one seed, the probe of
-# MAN++'s EMA momentum for every seed, the long budget, then the ablation's other seeds.
-PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("short", "probe", [1, 2]),
-        ("long", "main", [0]), ("short", "rest", [1, 2])]
+# short budget for every seed (mean +- std), the ablation for one seed, the long budget,
+# the probe of MAN++'s EMA momentum for every seed, then the ablation's other seeds.
+PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [0]),
+        ("short", "probe", [1, 2]), ("short", "rest", [1, 2])]
 
 
 def jobs(budget: str) -> List[tuple]:
