@@ -218,7 +218,10 @@ def write_section(budget: str, command: str) -> None:
     lines = [f"## Accuracy on Fashion-MNIST, ResNet-32, budget `{budget}` (issue 4)", "",
              f"{b['epochs']} epoch(s) on {b['limit_train'] or 60000} training samples, batch 128, "
              f"SGD Nesterov lr 0.1 cosine, wd 1e-4, crop+flip; test on all 10,000 test images; "
-             f"seeds {b['seeds']}. Rows still training show the seeds finished so far.  ",
+             f"seeds {b['seeds']}. Rows still training show the seeds finished so far. "
+             "The MAN++ ablation: `dgl+ema` = EMA only, `dgl+man` = EMA + LB, `dgl+manpp` = "
+             "EMA + LB + scale; `@channel`: the lightweight per-channel LB; `@key=value`: one "
+             "setting changed (a TrainConfig field or a head option).  ",
              f"Environment: {json.dumps(environment())}; date {datetime.date.today()}; "
              f"git {_git()}.  ", f"Command: `{command}`", "",
              "| method | K | seeds done | final test acc % (mean +- std) | per seed |",
@@ -273,12 +276,19 @@ def write_section(budget: str, command: str) -> None:
     tmp.replace(RESULTS / f"section_reproduce_{budget}.md")
 
 
+# Student's t, 97.5% quantile, by degrees of freedom (a two-sided 5% test)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
 def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
     """MAN++ (or a variant) minus its base method, seed by seed: the same seed gives both
     the same initial backbone and data order, so the paired difference is the test.
     ``by_seed[method][seed]`` is the test accuracy after each epoch."""
-    out = ["", "| MAN++ vs its base, same seeds | final, per seed (points) | final, mean +- std "
-           "| better on | mean difference after each epoch |", "|---|---|---|---|---|"]
+    out = ["", "Paired by seed. Verdict: \"better\" / \"worse\" when a two-sided paired t-test "
+           "rejects a zero mean difference at 5%, else \"within noise\" (one seed: no verdict).",
+           "",
+           "| MAN++ vs its base, same seeds | final, per seed (points) | final, mean +- std "
+           "| verdict | mean difference after each epoch |", "|---|---|---|---|---|"]
     for method, seeds in by_seed.items():
         base = method.split("+")[0]
         if method == base or base not in by_seed or base == "e2e":
@@ -291,11 +301,18 @@ def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
         epochs = min(len(seeds[s]) for s in common)
         by_epoch = [statistics.mean(seeds[s][e] - by_seed[base][s][e] for s in common)
                     for e in range(epochs)]
+        mean = statistics.mean(diffs)
+        if len(diffs) < 2:
+            verdict = "one seed"
+        elif abs(mean) > T975.get(len(diffs) - 1, 2.0) * statistics.stdev(diffs) / len(diffs) ** 0.5:
+            verdict = "better" if mean > 0 else "worse"
+        else:
+            verdict = "within noise"
         out.append(f"| {method} - {base} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
-                   f"{statistics.mean(diffs):+.2f}{spread} | "
-                   f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds | "
+                   f"{mean:+.2f}{spread} | {verdict} ({sum(d > 0 for d in diffs)} of "
+                   f"{len(diffs)} seeds up) | "
                    f"{', '.join(f'{d:+.2f}' for d in by_epoch)} |")
-    return out if len(out) > 3 else []
+    return out if len(out) > 5 else []
 
 
 def layerwise_section(budget: str) -> List[str]:
