@@ -21,6 +21,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import math
 import json
 import os
 import shutil
@@ -269,6 +270,7 @@ def write_section(budget: str, command: str) -> None:
         plt.close(fig)
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
     lines += layerwise_section(budget)
+    lines += why_lines(budget, by_seed)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # atomic: several workers rewrite it
     tmp = RESULTS / f".section_reproduce_{budget}.{os.getpid()}.md"
@@ -360,6 +362,55 @@ def layerwise_section(budget: str) -> List[str]:
     fig.savefig(RESULTS / f"layerwise_{budget}.png", dpi=110)
     plt.close(fig)
     return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]
+
+
+def why_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
+    """The issue's checklist for "MAN++ does not beat its base": the scale's weight decay,
+    the EMA momentum, the EMA initialisation, the loss weights, each answered from this
+    budget's numbers (no number typed by hand)."""
+    b = BUDGETS[budget]
+    if not {"dgl", "dgl+manpp"} <= by_seed.keys():
+        return []
+    cfg = TrainConfig()
+    samples = b["limit_train"] or 60000
+    steps = b["epochs"] * -(-samples // 128)
+    paper_steps = 400 * -(-50000 // 1024)  # MAN++: 400 epochs of CIFAR-10 at batch 1024
+    half_life = math.log(0.5) / math.log(cfg.ema_momentum)
+    decay = (1 - 0.1 * cfg.weight_decay) ** steps
+    heads = {}
+    for method in ("dgl", "dgl+manpp"):
+        for seed in b["seeds"]:
+            path = run_dir(budget, method, b["ks"][0], seed, kept=True) / "heads.json"
+            if path.is_file():
+                heads.setdefault(method, []).append(json.loads(path.read_text()))
+    scales = [v for r in heads.get("dgl+manpp", []) for v in r["bridge_scale"] if v is not None]
+    out = ["", f"Checks for why DGL+MAN++ does or does not beat DGL at this budget:", "",
+           f"- Loss weights: DGL and DGL+MAN++ train every block on the same unweighted "
+           f"cross-entropy of its head; there is no weight that differs between them.",
+           f"- The scale's weight decay alone would multiply s by (1 - lr*wd)^steps >= "
+           f"{decay:.4f} over the {steps} steps of a run (lr <= 0.1, wd {cfg.weight_decay:g})"
+           + (f"; the learned s end between {min(scales):.2f} and {max(scales):.2f}, so the "
+              f"decay does not shut the learnable branch off." if scales else ".")]
+    probe = [m for m in b["methods"] if "@ema_momentum=" in m]
+    out.append(f"- EMA momentum {cfg.ema_momentum}: a half-life of {half_life:.0f} steps, "
+               f"{100 * half_life / steps:.1f}% of this run against "
+               f"{100 * half_life / paper_steps:.1f}% of the papers' {paper_steps} steps."
+               + (f" The probe `{probe[0]}` gives the EMA about the papers' share; see its "
+                  f"row in the paired table." if probe else ""))
+    if "dgl+manpp@bridge_init=random" in b["methods"]:
+        out.append("- EMA initialisation: the copies start equal to the unit (the paper's "
+                   "intent); `dgl+manpp@bridge_init=random` starts them freshly initialised "
+                   "as the reference code does; see its row in the paired table.")
+    for method, runs in heads.items():
+        k = len(runs[0]["test_acc"])
+        mean = [statistics.mean(r["test_acc"][j] for r in runs) for j in range(k)]
+        best = max(range(k - 1), key=lambda j: mean[j])
+        out.append(f"- Layer-wise, {method} ({len(runs)} seed(s)): its best head is block "
+                   f"{best}'s ({100 * mean[best]:.1f}%), the network itself "
+                   f"{100 * mean[-1]:.1f}%"
+                   + (": the last block, one unit and a linear classifier, ends below "
+                      "the heads before it." if mean[-1] < mean[best] else "."))
+    return out
 
 
 def command(budget: str) -> str:
