@@ -219,7 +219,8 @@ def write_section(budget: str, command: str) -> None:
     lines = [f"## Accuracy on Fashion-MNIST, ResNet-32, budget `{budget}` (issue 4)", "",
              f"{b['epochs']} epoch(s) on {b['limit_train'] or 60000} training samples, batch 128, "
              f"SGD Nesterov lr 0.1 cosine, wd 1e-4, crop+flip; test on all 10,000 test images; "
-             f"seeds {b['seeds']}. Rows still training show the seeds finished so far. "
+             f"seeds {b['seeds']}. Rows still training show the seeds finished so far. Each "
+             f"run trains in one process on one CPU thread (`--workers 2`: two side by side). "
              "The MAN++ ablation: `dgl+ema` = EMA only, `dgl+man` = EMA + LB, `dgl+manpp` = "
              "EMA + LB + scale; `@channel`: the lightweight per-channel LB; `@key=value`: one "
              "setting changed (a TrainConfig field or a head option).  ",
