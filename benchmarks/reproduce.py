@@ -258,17 +258,13 @@ def write_section(budget: str, command: str) -> None:
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
     lines += paired_lines(by_seed)
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        series = {}
         for label, runs in curves.items():
             n = min(len(r) for r in runs)
-            mean = [statistics.mean(r[e] for r in runs) for e in range(n)]
-            ax.plot(range(1, n + 1), mean, marker="o", label=f"{label} ({len(runs)} seeds)")
-        ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"ResNet-32 on Fashion-MNIST ({budget})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"reproduce_{budget}.png", dpi=110)
-        plt.close(fig)
+            series[f"{label} ({len(runs)} seeds)"] = (
+                list(range(1, n + 1)), [statistics.mean(r[e] for r in runs) for e in range(n)])
+        line_plot(series, "epoch", "test accuracy (%)",
+                  f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png")
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
     lines += layerwise_section(budget)
     lines += why_lines(budget, by_seed)
@@ -281,6 +277,21 @@ def write_section(budget: str, command: str) -> None:
 
 # Student's t, 97.5% quantile, by degrees of freedom (a two-sided 5% test)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """One line per label, distinct colours (tab20), the legend beside the axes."""
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    colors = plt.get_cmap("tab20").colors
+    for i, (label, (x, y)) in enumerate(series.items()):
+        ax.plot(x, y, marker="o", color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
@@ -340,7 +351,7 @@ def layerwise_section(budget: str) -> List[str]:
              "at the end of training.", "",
              "| method | seeds | " + " | ".join(f"b{j}" for j in range(k)) + " | mean scale s | mean EMA lag |",
              "|---|---|" + "---|" * k + "---|---|"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = {}
     for method, runs in per_method.items():
         means: List[float] = []
         cells = []
@@ -354,14 +365,9 @@ def layerwise_section(budget: str) -> List[str]:
         lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
         seeds = ", ".join(str(r["seed"]) for r in runs)
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")
-        ax.plot(range(k), means, marker="o", label=f"{method} ({len(runs)} seeds)")
-    ax.set(xlabel="block", ylabel="test accuracy of the block's classifier (%)",
-           title=f"Layer-wise accuracy, ResNet-32 K={k} ({budget})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"layerwise_{budget}.png", dpi=110)
-    plt.close(fig)
+        series[f"{method} ({len(runs)} seeds)"] = (list(range(k)), means)
+    line_plot(series, "block", "test accuracy of the block's classifier (%)",
+              f"Layer-wise accuracy, ResNet-32 K={k} ({budget})", RESULTS / f"layerwise_{budget}.png")
     return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]
 
 
