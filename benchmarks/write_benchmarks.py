@@ -47,8 +47,8 @@ LEAN_WAYS = [
     "- not done: the frozen EMA copy saving only what its input gradient needs. In a "
     "BasicBlock copy that would drop the second conv's saved input, but the ReLU before it "
     "still needs its output (or a 1-byte mask) and the copy's output is kept by the MAN++ "
-    "mix anyway: about half a feature map of the peak block's ~17 (saved-tensor table "
-    "below), against the five to six maps that `--recompute` saves (tables above).", ""]
+    "mix anyway: a fraction of one feature map of the peak block (saved-tensor table "
+    "below), far less than `--recompute` saves (tables above).", ""]
 
 
 def _env_line(d: Dict) -> str:
