@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from locallearn import TrainConfig, fit  # noqa: E402
 from locallearn.checkpoint import CHECKPOINT, atomic_write_text  # noqa: E402
 from locallearn.devices import resolve_device  # noqa: E402
-from locallearn.train import evaluate_heads, load_run  # noqa: E402
+from locallearn.train import head_report, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,10 +190,12 @@ def layerwise(out: Path, kept: Path, device: str) -> None:
     """Test accuracy of every block's classifier and MAN++'s learned scales -> heads.json."""
     cfg, net, data = load_run(out, device=device)
     dev = resolve_device(device)
-    accs = evaluate_heads(net, data.test_batches(cfg.eval_batch_size, dev), dev)
+    rows = head_report(net, data.test_batches(cfg.eval_batch_size, dev), dev)
+    bridged = rows[:len(net.bridges)]
     atomic_write_text(kept / "heads.json", json.dumps(
-        dict(test_acc=accs, bridge_scale=net.bridge_scales(), ema_lag=net.ema_lags()),
-        indent=2) + "\n")
+        dict(test_acc=[r["test_acc"] for r in rows],
+             bridge_scale=[r["bridge_scale"] for r in bridged],
+             ema_lag=[r["ema_lag"] for r in bridged]), indent=2) + "\n")
 
 
 def layerwise_missing(device: str) -> None:

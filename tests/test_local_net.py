@@ -203,3 +203,17 @@ def test_head_logits_and_layerwise_accuracy():
     assert evaluate_heads(net, [(x, y)], torch.device("cpu"))[:2] == [0.0, 1.0]
     net.heads[0].logits = lambda z: None  # e.g. a SupCon head: no class scores
     assert evaluate_heads(net, [(x, y)], torch.device("cpu"))[0] is None
+
+
+def test_head_report_has_a_row_per_block_with_or_without_bridges():
+    from locallearn.train import head_report
+
+    x, y = _batch(n=8)
+    for method, scale in (("dgl", None), ("dgl+manpp", 1.0), ("dgl+man", None)):
+        net = _net(k=3, method=method)
+        rows = head_report(net, [(x, y)], torch.device("cpu"))
+        assert [r["block"] for r in rows] == [0, 1, 2], method
+        assert [r["units"] for r in rows] == [list(r) for r in net.ranges]
+        assert [r["bridge_scale"] for r in rows] == [scale, scale, None], method
+        bridged = method != "dgl"
+        assert [r["ema_lag"] for r in rows] == ([0.0, 0.0, None] if bridged else [None] * 3)

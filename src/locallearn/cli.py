@@ -169,7 +169,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .devices import resolve_device
-    from .train import evaluate, evaluate_heads, load_run
+    from .train import evaluate, head_report, load_run
 
     cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
     device = resolve_device(a.device)
@@ -179,20 +179,16 @@ def cmd_eval(a: argparse.Namespace) -> int:
         print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
               f"{100 * acc:.2f}%")
         return 0
-    accs = evaluate_heads(net, batches, device)
-    scales = net.bridge_scales() + [None]
-    lags = [*net.ema_lags(), None] if len(net.bridges) else [None] * net.k
+    rows = head_report(net, batches, device)
     print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test accuracy of each "
           f"block's classifier (the last is the network's)")
     print(f"{'block':>5}  {'units':>7}  {'test acc %':>10}  {'bridge scale':>12}  {'EMA lag':>7}")
-    for j, (acc, s, lag) in enumerate(zip(accs, scales, lags)):
-        start, end = net.ranges[j]
-        print(f"{j:>5}  {f'{start}-{end - 1}':>7}  "
-              f"{'-' if acc is None else f'{100 * acc:.2f}':>10}  "
+    for r in rows:
+        acc, s, lag = r["test_acc"], r["bridge_scale"], r["ema_lag"]
+        units = f"{r['units'][0]}-{r['units'][1] - 1}"
+        print(f"{r['block']:>5}  {units:>7}  {'-' if acc is None else f'{100 * acc:.2f}':>10}  "
               f"{'-' if s is None else f'{s:.3f}':>12}  {'-' if lag is None else f'{lag:.3f}':>7}")
     if a.json:
-        rows = [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s, ema_lag=lag)
-                for j, (acc, s, lag) in enumerate(zip(accs, scales, lags))]
         Path(a.json).write_text(json.dumps(dict(model=cfg.model, method=str(net.spec),
                                                 blocks=net.k, rows=rows), indent=2) + "\n")
     return 0

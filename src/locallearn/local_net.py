@@ -110,17 +110,26 @@ class LocalNet(nn.Module):
         the caller resumed the generator, i.e. after ``loss_j.backward()``.
         """
         bank = bank if bank is not None else FeatureBank(x, self.mean, self.std)
+        for j, h in self._walk(x, cut=True):
+            if j == self.k - 1:
+                yield j, F.cross_entropy(h, y)
+            else:
+                yield j, self.heads[j](self._head_input(j, h), y, bank)
+
+    def _walk(self, x: torch.Tensor, cut: bool) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Yield ``(j, output of block j)``; with ``cut`` the next block starts from it
+        detached, taken when the caller resumes the generator (after its backward)."""
         h = x
-        last = self.k - 1
         for j in range(self.k):
             for unit in self.block_units(j):
                 h = unit(h)
-            if j == last:
-                yield j, F.cross_entropy(h, y)
-            else:
-                z = self.bridges[j](h) if len(self.bridges) else h
-                yield j, self.heads[j](z, y, bank)
+            yield j, h
+            if cut:
                 h = h.detach()
+
+    def _head_input(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        """What head j reads: block j's output, through bridge j under MAN/MAN++."""
+        return self.bridges[j](h) if len(self.bridges) else h
 
     @torch.no_grad()
     def head_logits(self, x: torch.Tensor) -> List[Optional[torch.Tensor]]:
@@ -130,17 +139,8 @@ class LocalNet(nn.Module):
         Layer-wise accuracy of these is the papers' diagnostic of how much each
         local objective has learned (and of what MAN++'s bridge adds to it).
         """
-        out: List[Optional[torch.Tensor]] = []
-        h = x
-        for j in range(self.k):
-            for unit in self.block_units(j):
-                h = unit(h)
-            if j == self.k - 1:
-                out.append(h)
-            else:
-                z = self.bridges[j](h) if len(self.bridges) else h
-                out.append(self.heads[j].logits(z))
-        return out
+        return [h if j == self.k - 1 else self.heads[j].logits(self._head_input(j, h))
+                for j, h in self._walk(x, cut=False)]
 
     def bridge_scales(self) -> List[Optional[float]]:
         """MAN++'s learned scale s_j per boundary (None for bridges without one)."""

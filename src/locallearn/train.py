@@ -96,6 +96,18 @@ def evaluate_heads(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Te
     return [c / max(1, count) if ok else None for c, ok in zip(correct.tolist(), has)]
 
 
+def head_report(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                device: torch.device) -> List[Dict[str, Any]]:
+    """One row per block: its units, its classifier's test accuracy (``evaluate_heads``),
+    and for the bridge after it MAN++'s scale and the EMA copy's lag (None where absent)."""
+    accs = evaluate_heads(net, batches, device)
+    pad = [None] * (net.k - len(net.bridges))  # no bridge after the last block (or any)
+    scales = net.bridge_scales() + pad
+    lags: List[Optional[float]] = [*net.ema_lags(), *pad]
+    return [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s, ema_lag=lag)
+            for j, (acc, s, lag) in enumerate(zip(accs, scales, lags))]
+
+
 def _write_metrics(path: Path, rows: List[Dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
