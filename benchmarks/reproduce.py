@@ -331,18 +331,23 @@ def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
     return out if len(out) > 5 else []
 
 
-def layerwise_section(budget: str) -> List[str]:
-    """Mean test accuracy of each block's classifier over the seeds kept, per method,
-    as a table and a plot (the papers' layer-wise view of what each block learned)."""
+def kept_heads(budget: str) -> Dict[str, List[dict]]:
+    """The kept ``heads.json`` of every run of a budget, by method, each with its seed."""
     b = BUDGETS[budget]
-    per_method: Dict[str, List[dict]] = {}
+    out: Dict[str, List[dict]] = {}
     for k in b["ks"]:
         for method in b["methods"]:
             for seed in b["seeds"]:
                 path = run_dir(budget, method, k, seed, kept=True) / "heads.json"
-                if path.is_file() and method != "e2e":
-                    per_method.setdefault(method, []).append(
-                        dict(json.loads(path.read_text()), seed=seed))
+                if path.is_file():
+                    out.setdefault(method, []).append(dict(json.loads(path.read_text()), seed=seed))
+    return out
+
+
+def layerwise_section(budget: str) -> List[str]:
+    """Mean test accuracy of each block's classifier over the seeds kept, per method,
+    as a table and a plot (the papers' layer-wise view of what each block learned)."""
+    per_method = {m: runs for m, runs in kept_heads(budget).items() if m != "e2e"}
     if not per_method:
         return []
     k = max(len(r[0]["test_acc"]) for r in per_method.values())
@@ -386,12 +391,7 @@ def why_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]]) -> List[s
     paper_steps = 400 * -(-50000 // 1024)  # MAN++: 400 epochs of CIFAR-10 at batch 1024
     half_life = math.log(0.5) / math.log(cfg.ema_momentum)
     decay = (1 - 0.1 * cfg.weight_decay) ** steps
-    heads = {}
-    for method in ("dgl", "dgl+manpp"):
-        for seed in b["seeds"]:
-            path = run_dir(budget, method, b["ks"][0], seed, kept=True) / "heads.json"
-            if path.is_file():
-                heads.setdefault(method, []).append(json.loads(path.read_text()))
+    heads = {m: runs for m, runs in kept_heads(budget).items() if m in ("dgl", "dgl+manpp")}
     scales = [v for r in heads.get("dgl+manpp", []) for v in r["bridge_scale"] if v is not None]
     out = ["", f"Checks for why DGL+MAN++ does or does not beat DGL at this budget:", "",
            f"- Loss weights: DGL and DGL+MAN++ train every block on the same unweighted "
