@@ -200,6 +200,17 @@ def test_supcon_matches_hand_computation():
     assert none.item() == 0.0 and none.requires_grad
 
 
+def test_supcon_has_no_data_dependent_branch_or_shape():
+    """Traced on fake tensors (values unknown), as a GPU step would run it without a host
+    sync: a ``bool(tensor)`` branch or boolean-mask indexing would raise here."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    graph = make_fx(lambda z, y: supcon_loss(z, y, 0.07), tracing_mode="fake")(
+        torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    ops = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert not any("nonzero" in op or "index.Tensor" in op for op in ops)
+
+
 @pytest.mark.parametrize("loss", ["ce", "supcon"])
 def test_infopro_loss_is_weighted_sum(loss):
     ctx = make_ctx(32, 2, index=1, num_heads=4)

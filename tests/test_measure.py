@@ -75,3 +75,29 @@ def test_live_peak_sees_recomputation_that_the_saved_tensor_meter_misses():
     # the meter alone overstates that saving: it misses the re-run copies
     assert l0 - l1 < 0.9 * (m0.activation_bytes - m1.activation_bytes)
     assert abs(l0 - m0.total) < 0.25 * m0.total  # without recompute the two agree roughly
+
+
+def test_component_profile_charges_every_flop_and_second_to_a_part():
+    from locallearn.config import TrainConfig
+    from locallearn.measure.components import OPTIM, component_profile
+    from locallearn.measure.flops import step_flops
+    from locallearn.optim import BlockOptimizers
+
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    parts = {}
+    for method, k in (("e2e", 1), ("infopro+manpp", 4)):
+        net = _net(k, method)
+        total = step_flops(net, x, y) / 1e9
+        net.zero_grad(set_to_none=True)
+        parts[method] = component_profile(net, BlockOptimizers(net, TrainConfig()), x, y, warmup=1)
+        assert abs(sum(p.gflop for p in parts[method].values()) - total) < 1e-6 * max(total, 1)
+        assert all(p.seconds >= 0 for p in parts[method].values())
+    # E2E: every FLOP is the backbone's
+    assert parts["e2e"]["backbone units"].gflop > 0
+    assert sum(p.gflop for n, p in parts["e2e"].items() if n != "backbone units") == 0
+    loc = parts["infopro+manpp"]
+    assert {"EMA copy", "learnable copy", "MAN++ mix", "head: decoder", "head: classifier",
+            OPTIM} <= set(loc)
+    # the frozen EMA copy computes no weight gradients: fewer FLOPs than the learnable one
+    assert 0 < loc["EMA copy"].gflop < loc["learnable copy"].gflop
+    assert loc["MAN++ mix"].gflop == 0 and loc["MAN++ mix"].seconds > 0

@@ -25,13 +25,13 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor,
     labels = labels.view(-1)
     pos = (labels[:, None] == labels[None, :]) & ~self_mask
     num_pos = pos.sum(1)
-    keep = num_pos > 0
-    if not bool(keep.any()):
-        return z.sum() * 0.0
+    # Masks instead of `keep.any()` / boolean indexing: no data-dependent branch or shape,
+    # so no host sync per head and step on a GPU.
+    keep = (num_pos > 0).to(z.dtype)
     # where(): -inf * 0 on the diagonal would give NaN.
     pos_log_prob = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
-    per_anchor = -pos_log_prob[keep] / num_pos[keep].to(z.dtype)
-    return per_anchor.mean()
+    per_anchor = -pos_log_prob / num_pos.clamp_min(1).to(z.dtype)
+    return (per_anchor * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 def similarity_matrix(x: torch.Tensor) -> torch.Tensor:
