@@ -41,6 +41,31 @@ def test_manpp_output_and_scale_gradient_by_hand():
     assert all(p.grad is None for p in b.ema.parameters())
 
 
+@pytest.mark.parametrize("layouts", [("cl", "cl", "cl"), ("std", "std", "std"),
+                                     ("cl", "std", "cl"), ("std", "std", "cl")])
+def test_scaled_mix_matches_the_plain_expression(layouts):
+    from locallearn.momentum import ScaledMix
+
+    def make(layout, seed):
+        t = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(seed))
+        return t.contiguous(memory_format=torch.channels_last) if layout == "cl" else t
+
+    b0, e0, g = make(layouts[0], 0), make(layouts[1], 1), make(layouts[2], 2)
+    outs = []
+    for fused in (False, True):
+        b, e = b0.clone().requires_grad_(True), e0.clone().requires_grad_(True)
+        s = torch.tensor(1.3, requires_grad=True)
+        y = ScaledMix.apply(b, e, s) if fused else s * b + (2.0 - s) * e
+        y.backward(g)
+        outs.append((y.detach(), b.grad, e.grad, s.grad))
+    for plain, fused in zip(*outs):
+        assert torch.allclose(plain, fused, rtol=1e-5, atol=1e-5)
+    # and in double precision against finite differences
+    args = (b0.double().requires_grad_(True), e0.double().requires_grad_(True),
+            torch.tensor(0.7, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(ScaledMix.apply, args)
+
+
 def test_man_and_ema_only_formulas():
     unit = _unit()
     h = torch.randn(2, 3, 5, 5)
