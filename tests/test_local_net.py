@@ -217,3 +217,36 @@ def test_head_report_has_a_row_per_block_with_or_without_bridges():
         assert [r["bridge_scale"] for r in rows] == [scale, scale, None], method
         bridged = method != "dgl"
         assert [r["ema_lag"] for r in rows] == ([0.0, 0.0, None] if bridged else [None] * 3)
+
+
+def _layout(t):
+    """'cl' / 'nchw' for a 4-D map where the two differ, else None."""
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] == 1 or t.shape[2] * t.shape[3] == 1:
+        return None
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return "cl"
+    return "nchw" if t.is_contiguous() else "strided"
+
+
+@pytest.mark.parametrize("method", ["e2e", "dgl", "infopro+manpp", "greedy"])
+def test_channels_last_step_never_mixes_layouts(method):
+    """An op given maps in two layouts runs a slow path or converts (a global average
+    pool's gradient used to come back NCHW into a channels_last ReLU's backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    mixed = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat = [a for x in [*args, *(kwargs or {}).values()]
+                    for a in (x if isinstance(x, (list, tuple)) else [x])]
+            kinds = {_layout(a) for a in flat} - {None}
+            if len(kinds) > 1:
+                mixed.append((str(func), sorted(kinds)))
+            return func(*args, **(kwargs or {}))
+
+    net = _net(k=1 if method == "e2e" else 4, method=method).to(memory_format=torch.channels_last)
+    x = torch.randn(4, *IMG).contiguous(memory_format=torch.channels_last)
+    with Watch():
+        net.train_step(x, torch.randint(0, 10, (4,)))
+    assert mixed == []

@@ -84,3 +84,16 @@ def test_memory_split_balances_measured_activations():
     assert peak(net.ranges) < peak(split(16, 4))
     with pytest.raises(ConfigError, match="split 'flops'"):
         LocalNet(model, 4, "dgl", image_size=(28, 28), split_by="flops")
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_global_pool_equals_the_mean_and_keeps_the_gradient_layout(fmt):
+    from locallearn.nets.pool import GlobalAvgPool, spatial_mean
+
+    x = torch.randn(3, 5, 4, 6).contiguous(memory_format=fmt).requires_grad_(True)
+    assert torch.allclose(spatial_mean(x), x.mean(dim=(2, 3)), atol=1e-6)
+    pooled = GlobalAvgPool()(x)
+    assert pooled.shape == (3, 5, 1, 1)
+    assert torch.allclose(pooled, torch.nn.AdaptiveAvgPool2d(1)(x), atol=1e-6)
+    (grad,) = torch.autograd.grad(pooled, x, torch.randn_like(pooled))
+    assert grad.is_contiguous(memory_format=fmt)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..bank import FeatureBank
 from ..errors import ConfigError
+from ..nets.pool import spatial_mean
 from .base import HEADS, AuxHead, HeadContext
 
 
@@ -43,7 +44,7 @@ class DGLHead(AuxHead):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.pool(features))
-        return self.mlp(x.mean(dim=(2, 3)))
+        return self.mlp(spatial_mean(x))
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bank import FeatureBank
+from ..nets.pool import spatial_mean
 from .base import HEADS, AuxHead, HeadContext
 
 
@@ -18,7 +19,7 @@ class GreedyHead(AuxHead):
         self.fc = nn.Linear(ctx.info.channels, ctx.num_classes)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features.mean(dim=(2, 3)))
+        return self.fc(spatial_mean(features))
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:

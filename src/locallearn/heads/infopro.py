@@ -9,6 +9,7 @@ from torch import nn
 
 from ..bank import FeatureBank
 from ..errors import ConfigError, choice_error
+from ..nets.pool import GlobalAvgPool
 from .base import HEADS, AuxHead, HeadContext, interpolate
 from .losses import supcon_loss
 
@@ -89,7 +90,7 @@ class Classifier(nn.Module):
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         hidden = int(feature_dim * widen)
         out = ctx.num_classes if loss == "ce" else feature_dim
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        layers += [GlobalAvgPool(), nn.Flatten(),
                    nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)]
         self.net = nn.Sequential(*layers)
 

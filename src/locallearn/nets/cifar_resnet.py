@@ -6,6 +6,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .pool import spatial_mean
 from .registry import MODELS
 from .units import UnitInfo, UnitNet
 
@@ -48,7 +49,7 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(x.mean(dim=(2, 3)), 1))
+        return self.fc(spatial_mean(x))
 
 
 class CifarResNet(UnitNet):

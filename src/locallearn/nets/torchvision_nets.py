@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models import ResNet, VGG, VisionTransformer
 
 from .adapters import register_adapter, to_unitnet
+from .pool import GlobalAvgPool
 from .registry import MODELS
 from .units import UnitNet
 
@@ -20,7 +21,9 @@ def _resnet(m: ResNet) -> Tuple[List[nn.Module], List[str], str]:
         for bi, block in enumerate(getattr(m, f"layer{li}")):
             units.append(block)
             names.append(f"layer{li}.{bi}")
-    units.append(nn.Sequential(m.avgpool, nn.Flatten(1), m.fc))
+    # torchvision's AdaptiveAvgPool2d((1, 1)) hands channels_last maps an NCHW gradient
+    pool = GlobalAvgPool() if m.avgpool.output_size in (1, (1, 1)) else m.avgpool
+    units.append(nn.Sequential(pool, nn.Flatten(1), m.fc))
     names.append("fc")
     return units, names, "infopro"
 
