@@ -66,16 +66,17 @@ BUDGETS = {
                  # the slowest first, so that two workers finish together
                  main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
     # the same rows trained 10 epochs, closer to E2E's plateau (6 epochs ended at 92.6%):
-    # ~90 min for dgl+manpp on one thread, dgl + e2e ~75 min on the other, one sitting
+    # ~90 min for dgl+manpp on one thread on a fast day (6 epochs took 54 min), dgl + e2e
+    # ~75 min on the other; on 2026-11-24 this CPU ran 2.5-3x slower, so it did not fit
     "plateau": dict(epochs=10, limit_train=None, seeds=[0], ks=[16],
                     main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
 }
 # ``--budget all``: what to train first when CPU time is short. The main rows of the
 # short budget for every seed (mean +- std), the ablation for one seed, the long budget,
-# the probe of MAN++'s EMA momentum for every seed, the plateau budget, then the
-# ablation's other seeds.
+# the probe of MAN++'s EMA momentum for every seed, the ablation's other seeds, then the
+# plateau budget.
 PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [0]),
-        ("short", "probe", [1, 2]), ("plateau", "main", [0]), ("short", "rest", [1, 2])]
+        ("short", "probe", [1, 2]), ("short", "rest", [1, 2]), ("plateau", "main", [0])]
 
 
 def jobs(budget: str) -> List[tuple]:

@@ -32,7 +32,15 @@ LEAN_WAYS = [
     "- channels_last: `--channels-last` (`TrainConfig.channels_last`), on in every row above.",
     "- one fused EMA update: `momentum.ema_update`, one `torch._foreach_lerp_` over all bridges.",
     "- no host syncs in the loop: `train_step` returns detached losses; `.item()` runs once "
-    "per log interval (`train.fit`).",
+    "per log interval (`train.fit`); the SupCon loss skips anchors without a positive by "
+    "masks, not by `keep.any()` and boolean indexing (a test traces it on fake tensors).",
+    "- one layout from end to end: the global average pools of the heads and of the task "
+    "unit (`nets.pool.spatial_mean`) average an NHWC view, so their gradient stays "
+    "channels_last (`x.mean((2, 3))` and `AdaptiveAvgPool2d(1)` hand back NCHW, and the "
+    "ReLU backward behind them took a slow mixed-layout path); a test checks that no op "
+    "of a channels_last step sees two layouts.",
+    "- MAN++'s mix `s*b + (2-s)*e` as one autograd function (`momentum.ScaledMix`): a "
+    "lerp and a scaling forward, the scale's gradient as two dot products.",
     "- the de-normalised image once per batch: `FeatureBank.image01`, computed on first use "
     "and shared by every InfoPro decoder.",
     "- in-place activations where autograd allows: `ReLU(inplace=True)` in the backbones "
