@@ -81,10 +81,35 @@ def _steps(model: str, method: str, k: int) -> Tuple[List[Callable[[], None]], L
     return fns, names
 
 
+def write_section(out: Dict[str, object]) -> None:
+    """The markdown section of a measurement (``lean_ab_cpu.json``)."""
+    lines = ["## Two lean-step changes, before and after (CPU; issue 4)", "",
+             f"Environment: {json.dumps(out['env'])}; date {out['date']}.  ",
+             f"Command: `{out['command']}`", "",
+             "Before: global pools that hand channels_last maps an NCHW gradient and the "
+             "MAN++ mix as plain tensor arithmetic; after: `nets.pool.spatial_mean` and "
+             "`momentum.ScaledMix` (same values). Median s/step, the four steps of a row timed "
+             "in turns in one process; E2E changes only by its final pool, so its own "
+             "before/after spread shows the timing noise of the machine.",
+             "", "| config | E2E before -> after (s) | method before -> after (s, change) | "
+             "step x E2E before -> after |", "|---|---|---|---|"]
+    for r in out["rows"]:  # type: ignore[union-attr]
+        lines.append(f"| {r['model']} K={r['blocks']} `{r['method']}` | {r['e2e_before_s']:.3f} -> "
+                     f"{r['e2e_after_s']:.3f} | {r['before_s']:.3f} -> {r['after_s']:.3f} "
+                     f"({100 * (r['after_s'] / r['before_s'] - 1):+.0f}%) | "
+                     f"{r['before_s'] / r['e2e_before_s']:.2f} -> {r['after_s'] / r['e2e_after_s']:.2f} |")
+    (RESULTS / "section_lean_ab.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--table-only", action="store_true", help="rewrite the section from the JSON")
     args = ap.parse_args()
+    if args.table_only:
+        write_section(json.loads((RESULTS / "lean_ab_cpu.json").read_text()))
+        return
     rows: List[Dict[str, object]] = []
     for model, method, k in CONFIGS:
         fns, names = _steps(model, method, k)
@@ -96,21 +121,7 @@ def main() -> None:
     out = {"env": environment(), "date": str(datetime.date.today()),
            "command": ".venv/bin/python benchmarks/bench_lean_ab.py", "rows": rows}
     (RESULTS / "lean_ab_cpu.json").write_text(json.dumps(out, indent=1))
-    lines = ["## Two lean-step changes, before and after (CPU; issue 4)", "",
-             f"Environment: {json.dumps(out['env'])}; date {out['date']}.  ",
-             f"Command: `{out['command']}`", "",
-             "Before: global pools that hand channels_last maps an NCHW gradient and the "
-             "MAN++ mix as plain tensor arithmetic; after: `nets.pool.spatial_mean` and "
-             "`momentum.ScaledMix` (same values). Median s/step, timed in turns in one process.",
-             "", "| config | E2E before -> after (s) | method before -> after (s) | "
-             "step x E2E before -> after |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} K={r['blocks']} `{r['method']}` | {r['e2e_before_s']:.3f} -> "
-                     f"{r['e2e_after_s']:.3f} | {r['before_s']:.3f} -> {r['after_s']:.3f} "
-                     f"({100 * (1 - r['after_s'] / r['before_s']):.0f}% less time) | "
-                     f"{r['before_s'] / r['e2e_before_s']:.2f} -> {r['after_s'] / r['e2e_after_s']:.2f} |")
-    (RESULTS / "section_lean_ab.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section(out)
 
 
 if __name__ == "__main__":
