@@ -216,6 +216,9 @@ def main() -> None:
                   "optimizer state - the largest block's gradients. A target counts as met by "
                   "the default step or, for memory, by `--recompute` (measured by the live "
                   "peak, since the meter is blind to recomputation).", ""] + _targets(all_rows, live) + [""]
+        lines += ["Where the missed step-time and FLOP-efficiency targets lose their time: the "
+                  "part-by-part table in \"Where the time and memory go\" below (each part's "
+                  "FLOP rate against E2E's).", ""]
         lines += LEAN_WAYS
         _plot([d for d in step_files if "recompute" not in d["command"]], RESULTS / "steps.png")
         lines += ["![peak memory and step time vs K](benchmarks/results/steps.png)", ""]
