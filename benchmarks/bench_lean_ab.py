@@ -15,18 +15,18 @@ import contextlib
 import datetime
 import json
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List
 
 import torch
 import torch.nn.functional as F
 
 from locallearn import momentum
+from locallearn.config import TrainConfig
 from locallearn.heads import dgl, greedy
 from locallearn.measure.bench import BenchSpec, _build, _full_step, environment
 from locallearn.measure.timing import median, time_interleaved
 from locallearn.nets import cifar_resnet, pool
 from locallearn.optim import BlockOptimizers
-from locallearn.config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = [("resnet32", "infopro+manpp", 16), ("resnet32", "dgl+manpp", 16),
@@ -61,12 +61,13 @@ def before() -> Iterator[None]:
         pool.GlobalAvgPool.forward, momentum.ScaledMix = saved_pool, saved_mix
 
 
-def _steps(model: str, method: str, k: int) -> Tuple[List[Callable[[], None]], List[str]]:
+def _steps(model: str, method: str, k: int) -> List[Callable[[], None]]:
+    """E2E before, E2E after, the method before, the method after: one full step each."""
     spec = BenchSpec(model=model, batch_size=128, channels_last=True)
     x = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(1))
-    fns, names = [], []
+    fns = []
     for m, kk in (("e2e", 1), (method, k)):
         for label in ("before", "after"):
             net = _build(spec, m, kk, torch.device("cpu"))
@@ -77,8 +78,7 @@ def _steps(model: str, method: str, k: int) -> Tuple[List[Callable[[], None]], L
                     step()
 
             fns.append(timed)
-            names.append(f"{m} {label}")
-    return fns, names
+    return fns
 
 
 def write_section(out: Dict[str, object]) -> None:
@@ -112,8 +112,7 @@ def main() -> None:
         return
     rows: List[Dict[str, object]] = []
     for model, method, k in CONFIGS:
-        fns, names = _steps(model, method, k)
-        t = [median(ts) for ts in time_interleaved(fns, torch.device("cpu"), 2, args.repeats)]
+        t = [median(ts) for ts in time_interleaved(_steps(model, method, k), torch.device("cpu"), 2, args.repeats)]
         row = {"model": model, "method": method, "blocks": k, "e2e_before_s": t[0],
                "e2e_after_s": t[1], "before_s": t[2], "after_s": t[3]}
         rows.append(row)
