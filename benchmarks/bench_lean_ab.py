@@ -118,7 +118,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {"env": environment(), "date": str(datetime.date.today()),
-           "command": ".venv/bin/python benchmarks/bench_lean_ab.py", "rows": rows}
+           "command": f".venv/bin/python benchmarks/bench_lean_ab.py --repeats {args.repeats}",
+           "rows": rows}
     (RESULTS / "lean_ab_cpu.json").write_text(json.dumps(out, indent=1))
     write_section(out)
 
