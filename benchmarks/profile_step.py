@@ -17,6 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from locallearn.config import TrainConfig
+from locallearn.local_net import LocalNet
 from locallearn.measure.bench import BenchSpec, _build, environment
 from locallearn.measure.components import PartCost, component_profile
 from locallearn.optim import BlockOptimizers
@@ -36,12 +37,17 @@ def _group(name: str) -> str:
     return "other element-wise / copies"
 
 
-def op_profile(method: str, k: int) -> Tuple[Dict[str, float], float]:
-    spec = BenchSpec(model="resnet32", batch_size=128, channels_last=True)
-    net = _build(spec, method, k, torch.device("cpu"))
-    opt = BlockOptimizers(net, TrainConfig())
+def _setup(model: str, method: str, k: int) -> Tuple[LocalNet, torch.Tensor, torch.Tensor]:
+    """The net and one random batch (128 Fashion-MNIST-shaped images, channels_last)."""
+    net = _build(BenchSpec(model=model, batch_size=128, channels_last=True), method, k,
+                 torch.device("cpu"))
     x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (128,))
+    return net, x, torch.randint(0, 10, (128,))
+
+
+def op_profile(method: str, k: int) -> Tuple[Dict[str, float], float]:
+    net, x, y = _setup("resnet32", method, k)
+    opt = BlockOptimizers(net, TrainConfig())
 
     def step() -> None:
         net.train_step(x, y, after_block=opt.after_block)
@@ -62,10 +68,7 @@ def op_profile(method: str, k: int) -> Tuple[Dict[str, float], float]:
 
 def parts_profile(model: str, method: str, k: int) -> Dict[str, PartCost]:
     """Seconds and GFLOP of each part of one step (``locallearn.measure.components``)."""
-    spec = BenchSpec(model=model, batch_size=128, channels_last=True)
-    net = _build(spec, method, k, torch.device("cpu"))
-    x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (128,))
+    net, x, y = _setup(model, method, k)
     return component_profile(net, BlockOptimizers(net, TrainConfig()), x, y)
 
 
@@ -89,10 +92,7 @@ def parts_table(model: str, method: str, k: int) -> List[str]:
 
 def saved_in_block(method: str, k: int, j: int) -> Dict[str, float]:
     """Bytes autograd saves for block j's loss, by op, in units of one 16x28x28 map batch."""
-    spec = BenchSpec(model="resnet32", batch_size=128, channels_last=True)
-    net = _build(spec, method, k, torch.device("cpu"))
-    x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (128,))
+    net, x, y = _setup("resnet32", method, k)
     unit = 128 * 16 * 28 * 28 * 4
     skip = {t.untyped_storage().data_ptr() for t in [*net.parameters(), *net.buffers()]}
     by: Dict[str, float] = collections.Counter()

@@ -261,15 +261,18 @@ def write_section(budget: str, command: str) -> None:
             spread = f" +- {statistics.stdev(accs):.2f}" if len(accs) > 1 else " (one seed)"
             lines.append(f"| {method} | {1 if method == 'e2e' else k} | {len(accs)} | "
                          f"{means[method]:.2f}{spread} | {', '.join(per)} |")
+    section = RESULTS / f"section_reproduce_{budget}.md"
     if not means:  # nothing finished: say so instead of an empty table
-        lines = lines[:3] + [f"No run of this budget has finished yet; `{command}` trains "
-                             f"them ({', '.join(b['methods'])}; a killed run resumes from "
-                             "its last checkpoint in runs/)."]
-    elif {"e2e", "dgl", "dgl+manpp"} <= means.keys() and means["e2e"] != means["dgl"]:
+        atomic_write_text(section, "\n".join(lines[:3] + [
+            f"No run of this budget has finished yet; `{command}` trains them "
+            f"({', '.join(b['methods'])}; a killed run resumes from its last checkpoint in "
+            "runs/)."]) + "\n")
+        return
+    if {"e2e", "dgl", "dgl+manpp"} <= means.keys() and means["e2e"] != means["dgl"]:
         closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
         lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
-    lines += paired_lines(by_seed) if means else []
+    lines += paired_lines(by_seed)
     if curves:
         series = {}
         for label, runs in curves.items():
@@ -279,14 +282,9 @@ def write_section(budget: str, command: str) -> None:
         line_plot(series, "epoch", "test accuracy (%)",
                   f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png")
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
-    if means:
-        lines += layerwise_section(budget)
-        lines += why_lines(budget, by_seed)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    # atomic: several workers rewrite it
-    tmp = RESULTS / f".section_reproduce_{budget}.{os.getpid()}.md"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS / f"section_reproduce_{budget}.md")
+    lines += layerwise_section(budget)
+    lines += why_lines(budget, by_seed)
+    atomic_write_text(section, "\n".join(lines) + "\n")  # several workers rewrite it
 
 
 # Student's t, 97.5% quantile, by degrees of freedom (a two-sided 5% test)
