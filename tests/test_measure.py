@@ -101,3 +101,23 @@ def test_component_profile_charges_every_flop_and_second_to_a_part():
     # the frozen EMA copy computes no weight gradients: fewer FLOPs than the learnable one
     assert 0 < loc["EMA copy"].gflop < loc["learnable copy"].gflop
     assert loc["MAN++ mix"].gflop == 0 and loc["MAN++ mix"].seconds > 0
+
+
+def test_cuda_crosscheck_section_judges_each_row_against_max_memory_allocated():
+    """The GPU cross-check's table (benchmarks/crosscheck_memory.py --device cuda) from
+    bench rows: the signed difference and the 15% verdict per row."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "crosscheck_memory.py"
+    spec = importlib.util.spec_from_file_location("crosscheck_memory", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mb = 2 ** 20
+    rows = [dict(model="resnet32", method="e2e", blocks=1, peak_bytes=110 * mb, cuda_peak_bytes=100 * mb),
+            dict(model="resnet32", method="dgl+manpp", blocks=16, peak_bytes=80 * mb,
+                 cuda_peak_bytes=100 * mb)]
+    text = mod.cuda_section(rows, {"torch": "x"}, "2026-11-25", "cmd")
+    lines = [ln for ln in text.splitlines() if ln.startswith("| resnet32")]
+    assert lines[0].endswith("| 110.0 | 100.0 | +10.0% | yes |")
+    assert lines[1].endswith("| 80.0 | 100.0 | -20.0% | **no** |")
