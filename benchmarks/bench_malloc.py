@@ -2,8 +2,9 @@
 
 With glibc's default settings a freed large block above the (adaptive) mmap threshold
 goes back to the kernel, and the next step's first touch of it faults the pages in again,
-zero-filled. E2E frees and re-allocates its whole activation set every step; the local
-step's much smaller working set stays in the heap. This runs the same timing twice, each
+zero-filled. E2E frees and re-allocates its whole activation set every step (a local
+step trained alone kept its blocks in the heap; timed in turns with E2E in one process it
+faults as often). This runs the same timing twice, each
 in a fresh process: glibc's defaults, then large blocks kept in the heap
 (``MALLOC_MMAP_THRESHOLD_`` = 32 MiB, glibc's maximum, and ``MALLOC_TRIM_THRESHOLD_`` =
 64 GiB), and reports step times, their ratio to E2E and minor page faults per step.
@@ -95,7 +96,7 @@ def main() -> None:
                          f"{r['faults'][0]:.0f} | {f:.0f} |")
     lines += ["", "The step-time targets above are judged with glibc's defaults; the "
               "\"large blocks kept\" rows show "
-              "how much of each ratio the default allocator's page faults in E2E account for."]
+              "the same ratios without page faults, which cost E2E more than the local steps."]
     (RESULTS / "section_malloc.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "malloc_cpu.json").write_text(json.dumps(
         {"environment": environment(), "date": str(datetime.date.today()), "command": command,
