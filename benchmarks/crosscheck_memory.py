@@ -113,13 +113,9 @@ def main_cuda(results: Path) -> None:
         print("crosscheck_memory.py: --device cuda needs a CUDA GPU, and torch sees none "
               "(the CPU check is the default, without --device)", file=sys.stderr)
         sys.exit(2)
-    rows = []
-    for model, methods, k in CUDA_CONFIGS:
-        for r in run_bench("memory", BenchSpec(model=model, methods=methods, blocks=[k],
-                                                device="cuda", batch_size=128)):
-            rows.append(r)
-            print({f: r[f] for f in ("model", "method", "blocks", "peak_bytes", "cuda_peak_bytes")},
-                  flush=True)
+    rows = [r for model, methods, k in CUDA_CONFIGS
+            for r in run_bench("memory", BenchSpec(model=model, methods=methods, blocks=[k],
+                                                    device="cuda", batch_size=128))]
     env, date = environment(), str(datetime.date.today())
     results.mkdir(parents=True, exist_ok=True)
     (results / "memory_crosscheck_cuda.json").write_text(
