@@ -21,7 +21,9 @@ GRID = {"resnet32": [8, 16], "resnet110": [32, 55]}
 
 def git_rev() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"]).returncode != 0
+        return rev + ("-dirty" if dirty else "")  # measured with uncommitted changes
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -32,11 +34,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--recompute", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where the JSON goes (default benchmarks/results)")
     args = ap.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     for model, ks in GRID.items():
         tag = f"steps_{model}_{args.device}{'_recompute' if args.recompute else ''}"
-        path = RESULTS / f"{tag}.json"
+        path = args.results / f"{tag}.json"
         if path.exists():
             print(f"{path} exists, skipped")
             continue
@@ -45,7 +49,9 @@ def main() -> None:
         rows = run_bench("speed", spec)
         print(model)
         print(format_table(rows), flush=True)
-        cmd = (f".venv/bin/python benchmarks/bench_steps.py --device {args.device} "
+        # a GPU machine's python3 usually holds torch already (no .venv there)
+        python = ".venv/bin/python" if args.device == "cpu" else "PYTHONPATH=src python3"
+        cmd = (f"{python} benchmarks/bench_steps.py --device {args.device} "
                f"--batch-size {args.batch_size} --repeats {args.repeats}"
                + (" --recompute" if args.recompute else ""))
         path.write_text(json.dumps({"env": environment(), "git": git_rev(), "command": cmd,

@@ -89,9 +89,12 @@ def cuda_section(rows: List[Dict], env: Dict[str, str], date: str, command: str)
     lines = ["## Memory meter vs `torch.cuda.max_memory_allocated` (GPU, issue 4)", "",
              "Batch 128, 1x28x28 inputs, one full training step after one untimed step "
              "(optimizer state exists), channels_last; `max_memory_allocated` after "
-             "`reset_peak_memory_stats`, less the memory of the nets built before it in the "
-             "same process. It also holds what the meter leaves out: cuDNN / cuBLAS "
-             "workspaces, temporaries and the caching allocator's rounding "
+             "`reset_peak_memory_stats`, less the memory allocated before the net was built: "
+             "the nets built before it in the same process, and the cuBLAS / cuDNN "
+             "workspaces that the libraries keep for the life of the process (made by a "
+             "warm-up before the first net; without it the first row of a process carries "
+             "them, tens of MB on a Hopper GPU). It also holds what the meter leaves out: "
+             "temporaries, per-call cuDNN workspaces and the caching allocator's rounding "
              "(blocks of 512 bytes).  ",
              f"Environment: {json.dumps(env)}; date {date}.  ", f"Command: `{command}`", "",
              "| model | method | K | meter total MB | max_memory_allocated MB | meter vs CUDA "

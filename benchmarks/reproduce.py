@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from locallearn import TrainConfig, fit  # noqa: E402
-from locallearn.checkpoint import CHECKPOINT, atomic_write_text  # noqa: E402
+from locallearn.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint  # noqa: E402
 from locallearn.devices import resolve_device  # noqa: E402
 from locallearn.train import head_report, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
@@ -69,7 +69,8 @@ BUDGETS = {
     # the same rows trained 10 epochs, closer to E2E's plateau (6 epochs ended at 92.6%):
     # ~90 min for dgl+manpp on one thread on a fast day (6 epochs took 54 min), dgl + e2e
     # ~75 min on the other; on 2026-11-24 this CPU ran 2.5-3x slower, so it did not fit
-    "plateau": dict(epochs=10, limit_train=None, seeds=[0], ks=[16],
+    # seeds 1 and 2 are meant for a GPU (one sitting: benchmarks/gpu_checks.sh)
+    "plateau": dict(epochs=10, limit_train=None, seeds=[0, 1, 2], ks=[16],
                     main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
     # the short budget's main rows at K=8 (the issue's "K=8 if the budget allows"); E2E
     # does not depend on K, so its row is the short budget's own runs (``reuse``)
@@ -84,7 +85,7 @@ BUDGETS = {
 # plateau budget.
 PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [0]),
         ("short", "probe", [1, 2]), ("short", "rest", [1, 2]), ("plateau", "main", [0]),
-        ("short8", "main", [0]), ("short8", "main", [1, 2])]
+        ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2])]
 
 
 def jobs(budget: str) -> List[tuple]:
@@ -196,11 +197,51 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
                       limit_train=b["limit_train"], head_opts=head_opts, out=str(out),
                       **overrides)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
+    note_segment(out, device)
     fit(cfg, resume=(out / CHECKPOINT).is_file(), progress=True)
     kept.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "metrics.csv", "summary.json"):
+    for name in ("config.json", "metrics.csv", "summary.json", SEGMENTS):
         shutil.copyfile(out / name, kept / name)
     layerwise(out, kept, device)
+
+
+SEGMENTS = "segments.json"
+
+
+def note_segment(out: Path, device: str) -> None:
+    """Append where this (re)start trains to <run>/segments.json: a run may be started on
+    a GPU and finished on a CPU (it resumes bit-exactly only on the same kind of device)."""
+    path, ckpt = out / SEGMENTS, out / CHECKPOINT
+    segments = json.loads(path.read_text()) if path.is_file() else []
+    env, dev = environment(), resolve_device(device)
+    segments.append(dict(from_epoch=load_checkpoint(ckpt)["epoch"] if ckpt.is_file() else 0,
+                         device=dev.type, machine=env.get("gpu", "") if dev.type == "cuda"
+                         else f"{env['machine']} CPU, {env['cpu_threads']} thread(s)",
+                         torch=env["torch"], date=str(datetime.date.today())))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(segments, indent=1) + "\n")
+
+
+def devices_line(budget: str) -> List[str]:
+    """Which kept runs trained (in part) off this CPU, from their segments.json."""
+    b, where = BUDGETS[budget], {}
+    for method in b["methods"]:
+        for k in b["ks"]:
+            for seed in b["seeds"]:
+                path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
+                segs = json.loads(path.read_text()) if path.is_file() else []
+                if not any(s["device"] != "cpu" for s in segs):
+                    continue
+                ends = [s["from_epoch"] for s in segs[1:]] + [b["epochs"]]
+                parts = ", then ".join(
+                    f"epochs {s['from_epoch'] + 1}-{e} on {s['machine']} (torch {s['torch']}, "
+                    f"{s['date']})" for s, e in zip(segs, ends) if e > s["from_epoch"])
+                where.setdefault(parts, []).append(f"`{method}` seed {seed}")
+    if not where:
+        return []
+    return ["", "Trained on a GPU by `bash benchmarks/gpu_checks.sh OUT_DIR SECONDS SEED` (the "
+            "other runs: on this CPU, one thread each): " + "; ".join(
+                f"{', '.join(runs)}: {parts}" for parts, runs in where.items()) + "."]
 
 
 def layerwise(out: Path, kept: Path, device: str) -> None:
@@ -239,7 +280,8 @@ def write_section(budget: str, command: str) -> None:
              f"{b['epochs']} epoch(s) on {b['limit_train'] or 60000} training samples, batch 128, "
              f"SGD Nesterov lr 0.1 cosine, wd 1e-4, crop+flip; test on all 10,000 test images; "
              f"seeds {b['seeds']}. Rows still training show the seeds finished so far. Each "
-             f"run trains in one process on one CPU thread (`--workers 2`: two side by side). "
+             f"run trains in one process on one CPU thread (`--workers 2`: two side by side) "
+             f"unless said otherwise below. "
              "The MAN++ ablation: `dgl+ema` = EMA only, `dgl+man` = EMA + LB, `dgl+manpp` = "
              "EMA + LB + scale; `@channel`: the lightweight per-channel LB; `@key=value`: one "
              "setting changed (a TrainConfig field or a head option)."
@@ -284,6 +326,7 @@ def write_section(budget: str, command: str) -> None:
         closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
         lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
+    lines += devices_line(budget)
     lines += paired_lines(by_seed)
     if curves:
         series = {}
@@ -465,20 +508,29 @@ def main() -> None:
                          "whose checkpoint is still in runs/")
     ap.add_argument("--workers", type=int, default=1,
                     help="start this many single-thread trainers (each claims runs)")
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="train only these seeds, e.g. 1,2 (default: the budget's)")
     a = ap.parse_args()
     if a.workers < 1:
         ap.error(f"--workers must be >= 1, got {a.workers}")
+    known = sorted({s for b in BUDGETS.values() for s in b["seeds"]})
+    if a.seeds is not None and not set(a.seeds) <= set(known):
+        ap.error(f"--seeds {','.join(map(str, a.seeds))}: the budgets' seeds are {known}")
     if a.layerwise:
         layerwise_missing(a.device)
         a.table_only = True
     if a.workers > 1 and not a.table_only:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         procs = [subprocess.Popen([sys.executable, __file__, "--budget", a.budget,
-                                   "--device", a.device], env=env) for _ in range(a.workers)]
+                                   "--device", a.device]
+                                  + (["--seeds", ",".join(map(str, a.seeds))] if a.seeds else []),
+                                  env=env) for _ in range(a.workers)]
         for p in procs:
             p.wait()
     elif not a.table_only:
         for budget, method, k, seed in jobs(a.budget):
+            if a.seeds is not None and seed not in a.seeds:
+                continue
             if train_one(budget, method, k, seed, a.device):
                 write_section(budget, command(budget))
     for budget in (sorted(BUDGETS) if a.budget == "all" else [a.budget]):

@@ -103,16 +103,10 @@ def test_component_profile_charges_every_flop_and_second_to_a_part():
     assert loc["MAN++ mix"].gflop == 0 and loc["MAN++ mix"].seconds > 0
 
 
-def test_cuda_crosscheck_section_judges_each_row_against_max_memory_allocated():
+def test_cuda_crosscheck_section_judges_each_row_against_max_memory_allocated(bench_script):
     """The GPU cross-check's table (benchmarks/crosscheck_memory.py --device cuda) from
     bench rows: the signed difference and the 15% verdict per row."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "crosscheck_memory.py"
-    spec = importlib.util.spec_from_file_location("crosscheck_memory", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_script("crosscheck_memory")
     mb = 2 ** 20
     rows = [dict(model="resnet32", method="e2e", blocks=1, peak_bytes=110 * mb, cuda_peak_bytes=100 * mb),
             dict(model="resnet32", method="dgl+manpp", blocks=16, peak_bytes=80 * mb,

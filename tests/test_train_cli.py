@@ -62,6 +62,19 @@ def test_resume_is_bit_identical(tmp_path):
         assert ra["train_loss"] == rb["train_loss"] and ra["test_acc"] == rb["test_acc"]
 
 
+def test_resume_runs_on_the_callers_device(tmp_path):
+    """A run started on a GPU (saved config says cuda) is finished here on the CPU."""
+    fit(_cfg(tmp_path, "full"), progress=False)
+    fit(_cfg(tmp_path, "moved"), progress=False, stop_after_epochs=1)
+    saved = tmp_path / "moved" / "config.json"
+    saved.write_text(json.dumps(dict(json.loads(saved.read_text()), device="cuda:7", lr=0.05)))
+    fit(_cfg(tmp_path, "moved", lr=0.5), resume=True, progress=False)  # saved lr still wins
+    assert json.loads(saved.read_text())["device"] == "cpu"
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["net"]
+    b = load_checkpoint(tmp_path / "moved" / "checkpoint.pt")["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_mid_epoch_resume_is_bit_identical(tmp_path):
     """A run killed mid-epoch (3 batches per epoch here) resumes to the same end state."""
     fit(_cfg(tmp_path, "full"), progress=False)

@@ -146,7 +146,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
 
     A checkpoint is written after every epoch and, every ``cfg.checkpoint_minutes``,
     mid-epoch. With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its
-    saved config wins) and ends exactly as an uninterrupted run would, also from a
+    saved config wins, except ``device``, which is the caller's) and ends exactly as an uninterrupted run would, also from a
     mid-epoch checkpoint. ``stop_after_epochs`` / ``stop_after_steps`` stop early after
     that many epochs / steps in total, checkpointed as if the process were killed there
     (used by tests).
@@ -158,8 +158,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         state = load_checkpoint(ckpt_path)
         saved = out / "config.json"
         if saved.is_file():
-            cfg = TrainConfig.load(saved)
-            cfg.out = str(out)
+            # the saved config wins, except where to run: a run started on a GPU may be
+            # finished on a CPU (or the other way round) without changing its math
+            device, cfg = cfg.device, TrainConfig.load(saved)
+            cfg.out, cfg.device = str(out), device
     elif ckpt_path.exists():
         raise ConfigError(f"run directory {out} already holds a checkpoint; pass --resume to "
                           "continue it or choose another --out")

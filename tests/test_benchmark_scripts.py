@@ -1,0 +1,42 @@
+"""The benchmark scripts' bookkeeping: where runs trained, and the GPU steps table."""
+import json
+
+MB = 2 ** 20
+
+
+def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, monkeypatch):
+    rep = bench_script("reproduce")
+    monkeypatch.setattr(rep, "RESULTS", tmp_path)
+    assert rep.devices_line("plateau") == []  # nothing kept: nothing to say
+    run = rep.run_dir("plateau", "dgl+manpp", 16, 1, kept=True)
+    run.mkdir(parents=True)
+    gpu = dict(device="cuda", machine="NVIDIA X", torch="2.11", date="2026-11-26")
+    (run / rep.SEGMENTS).write_text(json.dumps([
+        dict(gpu, from_epoch=0), dict(gpu, from_epoch=4, device="cpu", machine="x86_64 CPU")]))
+    cpu_only = rep.run_dir("plateau", "dgl", 16, 1, kept=True)
+    cpu_only.mkdir(parents=True)
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(gpu, from_epoch=0, device="cpu")]))
+    (line,) = [ln for ln in rep.devices_line("plateau") if ln]
+    assert "`dgl+manpp` seed 1: epochs 1-4 on NVIDIA X" in line
+    assert "then epochs 5-10 on x86_64 CPU" in line and "`dgl`" not in line
+
+
+def test_note_segment_appends_the_start_epoch(bench_script, tmp_path):
+    rep = bench_script("reproduce")
+    rep.note_segment(tmp_path, "cpu")
+    rep.note_segment(tmp_path, "cpu")
+    segs = json.loads((tmp_path / rep.SEGMENTS).read_text())
+    assert [s["from_epoch"] for s in segs] == [0, 0] and segs[0]["device"] == "cpu"
+
+
+def test_gpu_steps_table_shows_max_memory_allocated(bench_script):
+    wb = bench_script("write_benchmarks")
+    row = dict(method="e2e", blocks=1, activation_bytes=10 * MB, activation_bytes_ratio=1.0,
+               peak_bytes=20 * MB, peak_bytes_ratio=1.0, flops_per_step=2e9,
+               flops_per_step_ratio=1.0, step_time_s=0.01, step_time_s_ratio=1.0,
+               flop_efficiency=1.0)
+    assert "max_memory_allocated" not in wb._steps_table([row])[0]
+    table = wb._steps_table([dict(row, cuda_peak_bytes=21 * MB, cuda_peak_bytes_ratio=1.0)])
+    assert "max_memory_allocated" in table[0]
+    assert table[2] == "| e2e | 1 | 10.0 (1.00) | 20.0 (1.00) | 21.0 (1.00) | 2.0 (1.00) | 0.010 (1.00) | 1.00 |"
+    assert table[1].count("|") == table[0].count("|")
