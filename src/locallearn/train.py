@@ -146,8 +146,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
 
     A checkpoint is written after every epoch and, every ``cfg.checkpoint_minutes``,
     mid-epoch. With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its
-    saved config wins, except ``device``, which is the caller's) and ends exactly as an uninterrupted run would, also from a
-    mid-epoch checkpoint. ``stop_after_epochs`` / ``stop_after_steps`` stop early after
+    saved config wins, except ``device``, which is the caller's) and, on the same kind of
+    device, ends exactly as an uninterrupted run would, also from a mid-epoch checkpoint. ``stop_after_epochs`` / ``stop_after_steps`` stop early after
     that many epochs / steps in total, checkpointed as if the process were killed there
     (used by tests).
     """
@@ -159,7 +159,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         saved = out / "config.json"
         if saved.is_file():
             # the saved config wins, except where to run: a run started on a GPU may be
-            # finished on a CPU (or the other way round) without changing its math
+            # finished on a CPU (or the other way round); the recipe stays the same
             device, cfg = cfg.device, TrainConfig.load(saved)
             cfg.out, cfg.device = str(out), device
     elif ckpt_path.exists():
