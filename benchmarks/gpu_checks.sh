@@ -14,8 +14,12 @@ set -u -o pipefail
 out=$(realpath -m "${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS]}")
 budget=${2:-480}
 seed=${3:-1}
-mkdir -p "$out"
 cd "$(dirname "$0")/.."
+if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    echo "gpu_checks.sh: python3 sees no CUDA GPU (or no torch); these checks need one" >&2
+    exit 2
+fi
+mkdir -p "$out"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 t0=$SECONDS
 left() { echo $((budget - (SECONDS - t0))); }
