@@ -498,6 +498,15 @@ def _git() -> str:
         return "unknown"
 
 
+def seed_list(text: str) -> List[int]:
+    """``--seeds 1,2`` -> [1, 2]."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         "integers, e.g. 1,2") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", choices=["all", *sorted(BUDGETS)], default="all")
@@ -508,7 +517,7 @@ def main() -> None:
                          "whose checkpoint is still in runs/")
     ap.add_argument("--workers", type=int, default=1,
                     help="start this many single-thread trainers (each claims runs)")
-    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+    ap.add_argument("--seeds", type=seed_list, default=None,
                     help="train only these seeds, e.g. 1,2 (default: the budget's)")
     a = ap.parse_args()
     if a.workers < 1:
