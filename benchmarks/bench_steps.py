@@ -20,9 +20,12 @@ GRID = {"resnet32": [8, 16], "resnet110": [32, 55]}
 
 
 def git_rev() -> str:
+    """This checkout's commit, "-dirty" when measured with uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"]).returncode != 0
+        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                      cwd=root).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
         return rev + ("-dirty" if dirty else "")  # measured with uncommitted changes
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -44,6 +44,8 @@ from locallearn.devices import resolve_device  # noqa: E402
 from locallearn.train import head_report, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
 
+from bench_steps import git_rev  # noqa: E402  (benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGETS = {
@@ -288,7 +290,7 @@ def write_section(budget: str, command: str) -> None:
              + "".join(f" The `{m}` row is budget `{src}`'s runs (it "
                        f"does not depend on K)." for m, (src, _) in b.get("reuse", {}).items()) + "  ",
              f"Environment: {json.dumps(environment())}; date {datetime.date.today()}; "
-             f"git {_git()}.  ", f"Command: `{command}`", "",
+             f"git {git_rev()}.  ", f"Command: `{command}`", "",
              "| method | K | seeds done | final test acc % (mean +- std) | per seed |",
              "|---|---|---|---|---|"]
     curves: Dict[str, List[List[float]]] = {}
@@ -489,13 +491,6 @@ def why_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]]) -> List[s
 
 def command(budget: str) -> str:
     return f".venv/bin/python benchmarks/reproduce.py --budget {budget} --workers 2"
-
-
-def _git() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, cwd=ROOT).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def seed_list(text: str) -> List[int]:

@@ -12,13 +12,17 @@ def _small_threads():
 
 
 @pytest.fixture
-def bench_script():
-    """Load a script of benchmarks/ as a module (they are not part of the package)."""
+def bench_script(monkeypatch):
+    """Load a script of benchmarks/ as a module (they are not part of the package); as
+    when run, benchmarks/ is on sys.path so that they import each other."""
     import importlib.util
     from pathlib import Path
 
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+
     def load(name: str):
-        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        path = folder / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
