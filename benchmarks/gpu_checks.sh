@@ -11,7 +11,7 @@
 # matplotlib; Fashion-MNIST from $LOCALLEARN_DATA or the Debian package's folder.
 #   bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS] [SEED]
 set -u -o pipefail
-out=$(realpath -m "${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS]}")
+out=$(realpath -m "${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS] [SEED]}")
 budget=${2:-480}
 seed=${3:-1}
 cd "$(dirname "$0")/.."

@@ -23,6 +23,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import itertools
 import math
 import json
 import os
@@ -227,18 +228,16 @@ def note_segment(out: Path, device: str) -> None:
 def devices_line(budget: str) -> List[str]:
     """Which kept runs trained (in part) off this CPU, from their segments.json."""
     b, where = BUDGETS[budget], {}
-    for method in b["methods"]:
-        for k in b["ks"]:
-            for seed in b["seeds"]:
-                path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
-                segs = json.loads(path.read_text()) if path.is_file() else []
-                if not any(s["device"] != "cpu" for s in segs):
-                    continue
-                ends = [s["from_epoch"] for s in segs[1:]] + [b["epochs"]]
-                parts = ", then ".join(
-                    f"epochs {s['from_epoch'] + 1}-{e} on {s['machine']} (torch {s['torch']}, "
-                    f"{s['date']})" for s, e in zip(segs, ends) if e > s["from_epoch"])
-                where.setdefault(parts, []).append(f"`{method}` seed {seed}")
+    for method, k, seed in itertools.product(b["methods"], b["ks"], b["seeds"]):
+        path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
+        segs = json.loads(path.read_text()) if path.is_file() else []
+        if not any(s["device"] != "cpu" for s in segs):
+            continue
+        ends = [s["from_epoch"] for s in segs[1:]] + [b["epochs"]]
+        parts = ", then ".join(
+            f"epochs {s['from_epoch'] + 1}-{e} on {s['machine']} (torch {s['torch']}, "
+            f"{s['date']})" for s, e in zip(segs, ends) if e > s["from_epoch"])
+        where.setdefault(parts, []).append(f"`{method}` seed {seed}")
     if not where:
         return []
     return ["", "Trained on a GPU by `bash benchmarks/gpu_checks.sh OUT_DIR SECONDS SEED` (the "

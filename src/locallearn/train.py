@@ -147,9 +147,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     A checkpoint is written after every epoch and, every ``cfg.checkpoint_minutes``,
     mid-epoch. With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its
     saved config wins, except ``device``, which is the caller's) and, on the same kind of
-    device, ends exactly as an uninterrupted run would, also from a mid-epoch checkpoint. ``stop_after_epochs`` / ``stop_after_steps`` stop early after
-    that many epochs / steps in total, checkpointed as if the process were killed there
-    (used by tests).
+    device, ends exactly as an uninterrupted run would, also from a mid-epoch checkpoint.
+    ``stop_after_epochs`` / ``stop_after_steps`` stop early after that many epochs /
+    steps in total, checkpointed as if the process were killed there (used by tests).
     """
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT

@@ -92,8 +92,6 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
     """Measure one (method, K)'s memory parts and FLOPs; return the row and its step
     (``run_bench`` times the steps of all pairs in turns)."""
     device = resolve_device(spec.device)
-    if device.type == "cuda":
-        warm_cuda_libraries(device)
     # other pairs' nets stay alive for the timing: leave their memory out of the CUDA peak
     others = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     net = _build(spec, method, k, device)
@@ -135,10 +133,13 @@ def run_bench(mode: str, spec: BenchSpec) -> List[Dict[str, Any]]:
         raise choice_error("bench mode", mode, MODES)
     if spec.batch_size < 1:
         raise ConfigError(f"batch-size must be a positive integer, got {spec.batch_size}")
+    device = resolve_device(spec.device)
+    if device.type == "cuda":
+        warm_cuda_libraries(device)  # once, before the first pair reads the other memory
     measured = [measure_pair(spec, m, k) for m, k in spec.pairs()]
     rows = [row for row, _ in measured]
     if mode == "speed":
-        times = time_interleaved([step for _, step in measured], resolve_device(spec.device),
+        times = time_interleaved([step for _, step in measured], device,
                                  spec.warmup, spec.repeats)
         for row, t in zip(rows, times):
             row["step_time_s"] = median(t)
