@@ -113,7 +113,10 @@ def test_cli_train_eval_and_list(tmp_path, capsys):
                "--head-opt", "loss=ce", "--head-opt", "ixx=1,0"])
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["head_opts"] == {"loss": "ce", "ixx": [1.0, 0.0]}
+    # the resolved objective: the user's options over every default of the family
+    from locallearn.heads import head_options
+    assert set(cfg["head_opts"]) == set(head_options("infopro"))
+    assert cfg["head_opts"]["loss"] == "ce" and cfg["head_opts"]["ixx"] == [1.0, 0.0]
     assert main(["eval", "--run", str(out), "--device", "cpu"]) == 0
     line = capsys.readouterr().out
     assert "test:" in line
@@ -173,7 +176,7 @@ def test_bad_data_dir_resume_and_corrupt_checkpoint(tmp_path, capsys):
                str(tmp_path / "r"), "--device", "cpu", "--no-progress"])
     assert rc == 2 and str(empty) in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "none")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "nothing to resume" in capsys.readouterr().err
     fit(_cfg(tmp_path, epochs=1), progress=False)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])

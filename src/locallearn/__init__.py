@@ -12,7 +12,7 @@ from .split import split
 from .train import fit
 from .wrap import wrap
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ConfigError", "FeatureBank", "HEADS", "LocalNet", "MethodSpec", "MomentumBridge",

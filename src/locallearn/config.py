@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -50,30 +51,60 @@ class TrainConfig:
     eval_batch_size: int = 512
     log_interval: int = 25
     checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch this often (0: epochs only)
+    nan_patience: int = 0  # steps with a non-finite loss tolerated before the run stops
+    dist_timeout: float = 600.0  # seconds a collective may wait for a peer rank (--ddp)
+    version: str = ""  # the locallearn version that wrote the config (filled in by fit)
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the first bad value; return self."""
         positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size,
                          "eval_batch_size": self.eval_batch_size,
-                         "log_interval": self.log_interval}
+                         "log_interval": self.log_interval, "blocks": self.blocks}
         for name, value in positive_ints.items():
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                got = f"K={value!r}" if name == "blocks" else repr(value)
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {got}")
+        floats = ("lr", "momentum", "weight_decay", "warmup_epochs", "warmup_start_lr",
+                  "ema_momentum", "checkpoint_minutes", "dist_timeout")
+        for name in floats:  # nan / inf would train on (or write invalid JSON) silently
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ConfigError(f"{_flag(name)} must be a finite number, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        for name in ("limit_train", "limit_test"):
+        for name in ("limit_train", "limit_test", "image_size"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigError(f"{_flag(name)} must be an integer >= 1, got {value!r}")
         if not self.checkpoint_minutes >= 0:
             raise ConfigError(f"checkpoint-minutes must be >= 0, got {self.checkpoint_minutes!r}")
+        if not self.dist_timeout > 0:
+            raise ConfigError(f"dist-timeout must be > 0 seconds, got {self.dist_timeout!r}")
+        if isinstance(self.nan_patience, bool) or not isinstance(self.nan_patience, int) \
+                or self.nan_patience < 0:
+            raise ConfigError(f"nan-patience must be an integer >= 0, got {self.nan_patience!r}")
         if self.amp not in AMP_CHOICES:
             raise choice_error("amp mode", self.amp, AMP_CHOICES)
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(f"need weight-decay >= 0 and 0 <= momentum < 1, got "
                               f"{self.weight_decay!r} and {self.momentum!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("Nesterov SGD needs momentum > 0: pass --momentum > 0, or "
+                              "--no-nesterov for plain SGD with --momentum 0")
+        if not 0 <= self.ema_momentum < 1:
+            raise ConfigError(f"ema-momentum must be in [0, 1), got {self.ema_momentum!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup-epochs must be in [0, epochs], got {self.warmup_epochs!r}")
+        if self.boundaries is not None and len(self.boundaries) != self.blocks - 1:
+            raise ConfigError(f"boundaries {list(self.boundaries)} give "
+                              f"{len(self.boundaries) + 1} blocks but blocks is {self.blocks}; "
+                              "pass --boundaries alone (it implies K) or K-1 of them")
+        if self.method.strip().lower() == "e2e" and (self.blocks != 1 or self.boundaries):
+            raise ConfigError(f"e2e trains the whole network as one block; blocks "
+                              f"{self.blocks} / boundaries {self.boundaries} need a local "
+                              "method, e.g. --method dgl+manpp")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -87,11 +118,20 @@ class TrainConfig:
     def save(self, path: Path) -> None:
         from .checkpoint import atomic_write_text
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        # allow_nan=False: validate() keeps nan/inf out, and the file stays valid JSON
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as e:
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            return cls.from_dict(data)
+        except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             raise ConfigError(f"cannot read run config {path}: {e}") from None
+
+
+def _flag(name: str) -> str:
+    """The CLI spelling of a config field, for messages."""
+    return name.replace("_", "-")

@@ -27,6 +27,9 @@ def plot_runs(runs: Dict[str, Sequence[Dict[str, float]]], path: Path, title: st
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from .checkpoint import atomic_write
+
+    try:  # temp file + rename: a kill never leaves half a PNG
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)

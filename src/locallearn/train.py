@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -19,11 +21,16 @@ from .config import TrainConfig
 from .data import ImageData, load_dataset
 from .devices import resolve_device
 from .errors import ConfigError
+from .heads import head_options
 from .local_net import LocalNet
+from .methods import parse_method
 from .optim import BlockOptimizers
-from .parallel import allreduce_grads, init_distributed
+from .parallel import allreduce_grads, any_rank, collective, init_distributed
 from .nets import create_model
 from .plots import plot_runs
+from .run_dir import CONFIG, prepare_run_dir, remove_stale_temps
+from .stop import NonFiniteLoss, PeerError, Stopped, StopSignals
+from .version import __version__
 
 METRIC_FIELDS = ["epoch", "train_loss", "test_acc", "lr", "seconds"]
 
@@ -32,9 +39,11 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     """The backbone and its LocalNet for ``cfg`` on ``data`` (on CPU)."""
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          image_size=data.image_size)
+    # JSON turns tuples into lists: give the heads back the tuples they were built with
+    head_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.head_opts.items()}
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
-                    head_opts=cfg.head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
+                    head_opts=head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
                     recompute=cfg.recompute, split_by=cfg.split, bridge_init=cfg.bridge_init)
 
 
@@ -139,36 +148,87 @@ def _summary(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: 
     return out
 
 
-def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+def resolve_objective(cfg: TrainConfig, model: Any) -> Tuple[str, Dict[str, Any]]:
+    """The method with its head family spelled out and every head option filled in (the
+    family's defaults, then the model's recipe, then the user's), so that a saved config
+    rebuilds the same objective whatever later versions choose as defaults."""
+    spec = parse_method(cfg.method)
+    if spec.is_e2e:
+        return "e2e", {}
+    family = model.default_head if spec.head == "auto" else spec.head
+    opts: Dict[str, Any] = dict(head_options(family))
+    if family == model.default_head:
+        opts.update(model.default_head_opts)
+    opts.update(cfg.head_opts)
+    method = family if spec.bridge is None else f"{family}+{spec.bridge}"
+    return method, opts
+
+
+def _identity(cfg: TrainConfig, net: LocalNet) -> Dict[str, Any]:
+    """What a checkpoint must match to be loaded into ``net``."""
+    return {"model": cfg.model, "method": str(net.spec), "blocks": net.k,
+            "ranges": [list(r) for r in net.ranges], "num_classes": net.model.num_classes,
+            "in_chans": net.model.in_chans}
+
+
+def load_net_state(net: LocalNet, state: Dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Load a checkpoint's weights, or raise ConfigError saying how it differs from the run."""
+    want, got = _identity(cfg, net), state.get("identity")
+    if isinstance(got, dict):
+        diff = [f"{k} {got.get(k)!r} (run: {v!r})" for k, v in want.items() if got.get(k) != v]
+        if diff:
+            raise ConfigError(f"checkpoint {path} belongs to another network: "
+                              + "; ".join(diff))
+    try:
+        net.load_state_dict(state["net"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(ln.strip() for ln in first[:3])[:240]
+        raise ConfigError(f"checkpoint {path} does not fit {cfg.model} {cfg.method} "
+                          f"K={cfg.blocks}: {detail}") from None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN / inf: such a number is written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force: bool = False,
         stop_after_epochs: Optional[int] = None,
         stop_after_steps: Optional[int] = None) -> Dict[str, Any]:
     """Train per ``cfg`` into ``cfg.out``; return the run summary.
 
     A checkpoint is written after every epoch and, every ``cfg.checkpoint_minutes``,
     mid-epoch. With ``resume`` the run continues from ``cfg.out/checkpoint.pt`` (its
-    saved config wins, except ``device``, which is the caller's) and, on the same kind of
-    device, ends exactly as an uninterrupted run would, also from a mid-epoch checkpoint.
+    saved config wins, except ``device`` and a given ``data_dir``: the caller's) and, on the same kind of
+    device, ends exactly as an uninterrupted run would, also from a mid-epoch checkpoint;
+    a run killed before its first checkpoint starts over from its saved config.
+    A new run refuses a non-empty ``cfg.out`` unless ``force`` (which replaces only the
+    run's own files). SIGINT / SIGTERM end the run after the current step with a
+    checkpoint (``Stopped``); a non-finite loss on more than ``cfg.nan_patience`` steps
+    ends it with ``NonFiniteLoss``, keeping the last checkpoint.
     ``stop_after_epochs`` / ``stop_after_steps`` stop early after that many epochs /
     steps in total, checkpointed as if the process were killed there (used by tests).
     """
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
-    state: Optional[Dict[str, Any]] = None
+    # before the process group exists: only the future rank 0 deletes or writes anything
+    main_proc = not cfg.ddp or os.environ.get("RANK", "0") == "0"
+    has_ckpt = prepare_run_dir(out, resume=resume, force=force, write=main_proc)
     if resume:
-        state = load_checkpoint(ckpt_path)
-        saved = out / "config.json"
-        if saved.is_file():
-            # the saved config wins, except where to run: a run started on a GPU may be
-            # finished on a CPU (or the other way round); the recipe stays the same
-            device, cfg = cfg.device, TrainConfig.load(saved)
-            cfg.out, cfg.device = str(out), device
-    elif ckpt_path.exists():
-        raise ConfigError(f"run directory {out} already holds a checkpoint; pass --resume to "
-                          "continue it or choose another --out")
+        # the saved config wins, except where to run: a run started on a GPU may be
+        # finished on a CPU (or the other way round); the recipe stays the same
+        device_name, data_dir, cfg = cfg.device, cfg.data_dir, TrainConfig.load(out / CONFIG)
+        cfg.out, cfg.device = str(out), device_name
+        if data_dir is not None:  # the data may have moved since
+            cfg.data_dir = data_dir
+    state = load_checkpoint(ckpt_path) if has_ckpt else None
+    if main_proc:
+        remove_stale_temps(out)  # temp files of a write that a kill interrupted
     cfg.validate()
-    ctx = init_distributed(cfg.device) if cfg.ddp else None
+    ctx = init_distributed(cfg.device, cfg.dist_timeout) if cfg.ddp else None
     world = ctx.world_size if ctx is not None else 1
-    main = ctx is None or ctx.is_main  # only rank 0 evaluates, logs and writes files
+    main = ctx is None or ctx.is_main  # only rank 0 writes files
     progress = progress and main
     device = ctx.device if ctx is not None else resolve_device(cfg.device)
     autocast(device, cfg.amp)  # fail fast on fp16 without CUDA, before loading anything
@@ -177,6 +237,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                         limit_test=cfg.limit_test, download=cfg.download,
                         image_size=cfg.image_size)
     net = build_net(cfg, data).to(device)
+    cfg.method, cfg.head_opts = resolve_objective(cfg, net.model)
+    cfg.version = cfg.version or __version__
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
@@ -187,18 +249,19 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     # mid-epoch resume: batches already done, and the epoch's loss sum and seconds so far
     first_batch, carry_loss, carry_s = 0, torch.zeros(()), 0.0
     if state is not None:
-        net.load_state_dict(state["net"])
+        load_net_state(net, state, cfg, ckpt_path)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         rows, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
         wall = state["wall_time_s"]
         if state.get("batch", 0):
             first_batch, carry_loss = state["batch"], state["loss_sum"]
             carry_s = state["epoch_seconds"]
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
+        cfg.save(out / CONFIG)
     train = data.train_batches(cfg.batch_size, gen, device, channels_last=cfg.channels_last,
                                shard=(ctx.rank, world) if ctx is not None else (0, 1),
                                augment=cfg.augment)
@@ -210,78 +273,143 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     every_s = 60.0 * cfg.checkpoint_minutes
+    timeout = cfg.dist_timeout
+    saved_at = "no checkpoint yet" if state is None else \
+        f"epoch {state['epoch']}" + (f" batch {state['batch']}" if state.get("batch") else "")
 
     def checkpoint(epoch_done: int, **mid: Any) -> None:
+        nonlocal saved_at
         save_checkpoint(ckpt_path, {
             "net": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch_done,
             "step": step, "history": rows, "data_rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "wall_time_s": wall, **mid})
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "identity": _identity(cfg, net), "wall_time_s": wall, **mid})
+        saved_at = f"epoch {epoch_done}" + (f" batch {mid['batch']}" if mid else "")
 
-    for epoch in range(start_epoch, last_epoch):
-        net.train()
-        t0 = time.perf_counter() - carry_s
-        last_save = time.perf_counter()
-        epoch_rng = gen.get_state()  # mid-epoch checkpoints store this, not the current state
-        loss_sum = carry_loss.to(device)
-        start, first_batch, carry_loss, carry_s = first_batch, 0, torch.zeros(()), 0.0
-        bar = tqdm(train.iter_from(start), total=len(train), initial=start,
-                   desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=None if progress else True, leave=False, dynamic_ncols=True)
-        for i, (x, y) in enumerate(bar, start=start):
-            lr = lr_at(cfg, step, len(train))
-            opt.set_lr(lr)
-            with autocast(device, cfg.amp):
-                if world == 1:  # step each block right after its own backward
-                    losses = net.train_step(x, y, backward=backward, after_block=opt.after_block)
-                else:  # all K local backwards, one gradient all-reduce, then every block steps
-                    losses = net.train_step(x, y, backward=backward)
-                    allreduce_grads(trainable, world)
-                    for j in range(net.k):
-                        opt.after_block(j)
-            opt.finish()
-            net.ema_update()
-            loss_sum += losses[-1]
-            step += 1
-            if progress and (i + 1) % cfg.log_interval == 0:  # the only host sync in the loop
-                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3f}", lr=f"{lr:.3g}")
-            killed = stop_after_steps is not None and step >= stop_after_steps \
-                and i + 1 < len(train)
-            if main and i + 1 < len(train) and (killed or (
-                    every_s > 0 and time.perf_counter() - last_save >= every_s)):
-                # mid-epoch: the generator state of the epoch's start replays its order
-                checkpoint(epoch, batch=i + 1, loss_sum=loss_sum.detach().cpu(),
-                           epoch_seconds=time.perf_counter() - t0, data_rng=epoch_rng)
-                last_save = time.perf_counter()
-            if killed:
-                bar.close()
-                return _summary(cfg, net, rows, wall, device, data)
-        if world > 1:
-            dist.all_reduce(loss_sum)
-            loss_sum /= world
-        train_loss = loss_sum.item() / len(train)
-        seconds = time.perf_counter() - t0
-        if not main:  # rank 0 evaluates and writes; the others wait for it
-            dist.barrier()
-            continue
-        acc = evaluate(net, test, device, cfg.amp)
-        wall += time.perf_counter() - t0
-        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
-                     "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
-                     "sec_per_step": seconds / len(train)})
-        if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
-                       f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  {seconds:.1f}s")
-        checkpoint(epoch + 1)
-        _write_metrics(out / "metrics.csv", rows)
-        summary = _summary(cfg, net, rows, wall, device, data)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
-                  title=f"{cfg.model} on {cfg.dataset}")
-        if stop_after_steps is not None and step >= stop_after_steps:
-            break
-        if world > 1:
-            dist.barrier()
+    def agree(*flags: float) -> List[float]:
+        """The ranks' maximum of each flag (identity on one process)."""
+        if world == 1:
+            return [float(f) for f in flags]
+        return any_rank(flags, device, timeout, "agreeing on the step's outcome")
+
+    bad = torch.zeros((), dtype=torch.long, device=device)  # steps with a non-finite loss
+
+    def check_finite(where: str, nbad: float) -> None:
+        if nbad > cfg.nan_patience:
+            raise NonFiniteLoss(
+                f"the loss became NaN or infinite ({int(nbad)} step(s), --nan-patience "
+                f"{cfg.nan_patience}) at {where}; stopped, keeping the last checkpoint "
+                f"({saved_at}); try a lower --lr" + (" or --amp none" if cfg.amp != "none" else ""))
+
+    signals = StopSignals()
+    with signals:
+        for epoch in range(start_epoch, last_epoch):
+            net.train()
+            t0 = time.perf_counter() - carry_s
+            last_save = time.perf_counter()
+            epoch_rng = gen.get_state()  # mid-epoch checkpoints store this, not the current one
+            loss_sum = carry_loss.to(device)
+            start, first_batch, carry_loss, carry_s = first_batch, 0, torch.zeros(()), 0.0
+            bar = tqdm(train.iter_from(start), total=len(train), initial=start,
+                       desc=f"{cfg.method} K={net.k} epoch {epoch + 1}/{cfg.epochs}",
+                       disable=None if progress else True, leave=False, dynamic_ncols=True)
+            for i, (x, y) in enumerate(bar, start=start):
+                lr = lr_at(cfg, step, len(train))
+                opt.set_lr(lr)
+                with autocast(device, cfg.amp):
+                    if world == 1:  # step each block right after its own backward
+                        losses = net.train_step(x, y, backward=backward,
+                                                after_block=opt.after_block)
+                    else:  # all K local backwards, one gradient all-reduce, every block steps
+                        losses = net.train_step(x, y, backward=backward)
+                        allreduce_grads(trainable, world, timeout)
+                        for j in range(net.k):
+                            opt.after_block(j)
+                opt.finish()
+                net.ema_update()
+                finite = torch.isfinite(losses).all()
+                bad += ~finite
+                loss_sum += torch.where(finite, losses[-1], torch.zeros_like(losses[-1]))
+                step += 1
+                last = i + 1 == len(train)
+                killed = stop_after_steps is not None and step >= stop_after_steps and not last
+                # host syncs only every log_interval steps (and on a signal, at once on
+                # one process); in DDP these points are the same on every rank
+                sync = (i + 1) % cfg.log_interval == 0 or killed or \
+                    (world == 1 and signals.signum is not None)
+                if not sync or last:
+                    continue
+                due = main and every_s > 0 and time.perf_counter() - last_save >= every_s
+                signum, nbad, due = agree(signals.signum or 0, bad.item(), due)
+                check_finite(f"epoch {epoch + 1} batch {i + 1}", nbad)
+                if progress:
+                    bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3f}",
+                                    lr=f"{lr:.3g}")
+                if signum or killed or due:
+                    if main:  # the generator state of the epoch's start replays its order
+                        checkpoint(epoch, batch=i + 1, loss_sum=loss_sum.detach().cpu(),
+                                   epoch_seconds=time.perf_counter() - t0, data_rng=epoch_rng)
+                    last_save = time.perf_counter()
+                if signum:
+                    bar.close()
+                    raise _stopped(int(signum), saved_at, out)
+                if killed:
+                    bar.close()
+                    return _summary(cfg, net, rows, wall, device, data)
+            bar.close()
+            if world > 1:
+                with collective("summing the epoch's loss", timeout):
+                    dist.all_reduce(loss_sum)
+                loss_sum /= world
+            signum, nbad = agree(signals.signum or 0, bad.item())
+            check_finite(f"the end of epoch {epoch + 1}", nbad)
+            train_loss = loss_sum.item() / len(train)
+            seconds = time.perf_counter() - t0
+            acc = evaluate(net, test, device, cfg.amp)  # every rank: no one waits idle
+            wall += time.perf_counter() - t0
+            rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
+                         "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
+                         "sec_per_step": seconds / len(train)})
+            if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
+                           f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  "
+                           f"{seconds:.1f}s")
+            error: Optional[BaseException] = None
+            if main:
+                try:
+                    checkpoint(epoch + 1)
+                    _write_run_files(cfg, net, rows, wall, device, data, out)
+                except Exception as e:  # reported after the ranks agreed, below
+                    error = e
+            if world > 1:  # a failure of rank 0 ends every rank, never a lone barrier
+                (failed,) = agree(error is not None)
+                if failed and error is None:
+                    raise PeerError(f"rank {ctx.rank}: rank 0 failed writing the run files "
+                                    "(see its message)")
+            if error is not None:
+                raise error
+            if signum:
+                raise _stopped(int(signum), saved_at, out)
+            if stop_after_steps is not None and step >= stop_after_steps:
+                break
     return _summary(cfg, net, rows, wall, device, data)
+
+
+def _stopped(signum: int, saved_at: str, out: Path) -> Stopped:
+    name = signal.Signals(signum).name
+    return Stopped(signum, f"stopped by {name}; checkpoint at {saved_at} in {out} "
+                           f"(continue with: locallearn train --resume --out {out})")
+
+
+def _write_run_files(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: float,
+                     device: torch.device, data: ImageData, out: Path) -> None:
+    """metrics.csv, summary.json and curves.png, each written atomically."""
+    _write_metrics(out / "metrics.csv", rows)
+    summary = {k: _finite(v) for k, v in _summary(cfg, net, rows, wall, device, data).items()}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
+              title=f"{cfg.model} on {cfg.dataset}")
 
 
 def load_run(run_dir: Path, device: str = "cpu",
@@ -298,5 +426,5 @@ def load_run(run_dir: Path, device: str = "cpu",
                         limit_test=cfg.limit_test, download=cfg.download,
                         image_size=cfg.image_size)
     net = build_net(cfg, data)
-    net.load_state_dict(state["net"])
+    load_net_state(net, state, cfg, run_dir / CHECKPOINT)
     return cfg, net.to(resolve_device(device)), data

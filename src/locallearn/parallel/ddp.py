@@ -10,15 +10,18 @@ one process on the whole batch (the losses are means over equal shards).
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 from dataclasses import dataclass
-from typing import List
+from typing import Iterator, List, Sequence
 
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from ..errors import ConfigError
+from ..stop import PeerError
 
 
 @dataclass
@@ -35,8 +38,13 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto") -> DistContext:
-    """Join the torchrun job (env:// rendezvous); NCCL with CUDA, gloo otherwise."""
+def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistContext:
+    """Join the torchrun job (env:// rendezvous); NCCL with CUDA, gloo otherwise.
+
+    Every collective waits at most ``timeout_s`` for the other ranks: a stalled or dead
+    peer then ends this rank with ``PeerError`` (gloo) or the NCCL watchdog's abort,
+    never a hang; torchrun then stops the remaining ranks.
+    """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("--ddp needs torchrun, e.g. `torchrun --nproc-per-node 2 -m locallearn "
                           "train ... --ddp` (RANK/WORLD_SIZE are not set)")
@@ -48,18 +56,51 @@ def init_distributed(device: str = "auto") -> DistContext:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        with collective(f"joining the job ({os.environ.get('WORLD_SIZE')} ranks)", timeout_s):
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout_s))
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev)
 
 
+@contextlib.contextmanager
+def collective(what: str, timeout_s: float = 0.0) -> Iterator[None]:
+    """Turn a failed collective (a peer died, or none answered in time) into PeerError,
+    one line naming this rank, what it was doing and the cause."""
+    try:
+        yield
+    except RuntimeError as e:  # gloo raises RuntimeError / DistBackendError subclasses
+        rank = os.environ.get("RANK", "?")
+        text = str(e).lower()
+        if "timed out" in text or "timeout" in text:
+            cause = (f"no answer within {timeout_s:g} s (--dist-timeout): a peer rank stalled"
+                     if timeout_s else "a peer rank stalled (timeout)")
+        elif any(w in text for w in ("closed", "reset", "broken pipe", "connection", "peer")):
+            cause = "a peer rank exited (see its message)"
+        else:
+            cause = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise PeerError(f"rank {rank}: {what} failed: {cause}") from None
+
+
+def any_rank(flags: Sequence[float], device: torch.device, timeout_s: float,
+             what: str) -> List[float]:
+    """Element-wise maximum of ``flags`` over all ranks (every rank must call it at the
+    same point: it is how the ranks agree to stop, fail or go on together)."""
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float64, device=device)
+    with collective(what, timeout_s):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 @torch.no_grad()
-def allreduce_grads(params: List[torch.nn.Parameter], world_size: int) -> None:
+def allreduce_grads(params: List[torch.nn.Parameter], world_size: int,
+                    timeout_s: float = 0.0) -> None:
     """Average the gradients of ``params`` over all ranks with one all_reduce."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or world_size == 1:
         return
     flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
+    with collective("averaging the gradients", timeout_s):
+        dist.all_reduce(flat)
     flat.div_(world_size)
     for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
         g.copy_(synced)
