@@ -201,7 +201,10 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
                       **overrides)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     note_segment(out, device)
-    fit(cfg, resume=(out / CHECKPOINT).is_file(), progress=True)
+    # segments.json is already there: a new run is forced into its own directory (force
+    # replaces run files only); one with a config.json resumes (or restarts from it)
+    started = (out / "config.json").is_file()
+    fit(cfg, resume=started, force=not started, progress=True)
     kept.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "metrics.csv", "summary.json", SEGMENTS):
         shutil.copyfile(out / name, kept / name)

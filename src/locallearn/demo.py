@@ -7,7 +7,6 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .checkpoint import CHECKPOINT
 from .config import TrainConfig
 from .data import load_dataset
 from .devices import resolve_device
@@ -47,7 +46,9 @@ def run_demo(out: Path = Path("runs/demo"), epochs: int = 2, limit_train: Option
                           data_dir=data_dir, epochs=epochs, batch_size=128, lr=0.1,
                           limit_train=limit_train, limit_test=limit_test, device=device,
                           channels_last=True, out=str(out / method.replace("+", "_")))
-        resume = (Path(cfg.out) / CHECKPOINT).is_file()  # a rerun continues or reuses the run
+        # a rerun continues or reuses the run (or restarts it from its config, when killed
+        # before its first checkpoint)
+        resume = (Path(cfg.out) / "config.json").is_file()
         if progress:
             print(f"== {method} (K={k}) -> {cfg.out}{'  [resuming]' if resume else ''}", flush=True)
         summary = fit(cfg, resume=resume, progress=progress)
