@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
@@ -60,6 +61,9 @@ def parse_head_opts(method: str, items: Sequence[str], model: str = "resnet32") 
         except ValueError:
             raise ConfigError(f"bad value {value!r} for head option {key!r} "
                               f"(default {default!r})") from None
+        numbers = out[key] if isinstance(out[key], tuple) else (out[key],)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"head option {key}={value} must be finite")
     return out
 
 
@@ -322,6 +326,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_text
     from .measure.bench import BenchSpec, environment, format_table, run_bench
 
+    for flag, value, low in (("--repeats", a.repeats, 1), ("--warmup", a.warmup, 0),
+                             ("--num-classes", a.num_classes, 2)):
+        if value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if not a.blocks or min(a.blocks) < 1:
+        raise ConfigError(f"--blocks needs K values >= 1, got {a.blocks}")
     spec = BenchSpec(model=a.model, methods=[m for m in a.method.split(",") if m],
                      blocks=a.blocks, batch_size=a.batch_size, device=a.device,
                      image_size=a.image_size, in_chans=a.in_chans, num_classes=a.num_classes,

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .config import TrainConfig
+from .errors import ConfigError
 from .data import load_dataset
 from .devices import resolve_device
 from .measure import measure_step_memory
@@ -35,17 +36,35 @@ def _step_memory(cfg: TrainConfig) -> Dict[str, float]:
     return out
 
 
+def _check_same_demo(cfg: TrainConfig) -> None:
+    """A rerun reuses the runs in ``out``: refuse when they were trained for another budget
+    (their results would silently stand for the new one)."""
+    saved = Path(cfg.out) / "config.json"
+    if not saved.is_file():
+        return
+    old = TrainConfig.load(saved)
+    diff = [f"{k}={getattr(old, k)!r}" for k in ("epochs", "limit_train", "limit_test", "blocks")
+            if getattr(old, k) != getattr(cfg, k)]
+    if diff:
+        raise ConfigError(f"{cfg.out} holds a demo run with {', '.join(diff)}; delete it or "
+                          "pass another --out to run this budget")
+
+
 def run_demo(out: Path = Path("runs/demo"), epochs: int = 2, limit_train: Optional[int] = 10000,
              limit_test: Optional[int] = 2000, blocks: int = 8, device: str = "auto",
              data_dir: Optional[str] = None, progress: bool = True) -> List[Dict[str, object]]:
     """Train E2E and ``infopro+manpp`` with the same budget; print a table, write a plot."""
     rows: List[Dict[str, object]] = []
     curves = {}
-    for method, k in (("e2e", 1), ("infopro+manpp", blocks)):
-        cfg = TrainConfig(model="resnet32", method=method, blocks=k, dataset="fashion-mnist",
-                          data_dir=data_dir, epochs=epochs, batch_size=128, lr=0.1,
-                          limit_train=limit_train, limit_test=limit_test, device=device,
-                          channels_last=True, out=str(out / method.replace("+", "_")))
+    cfgs = [TrainConfig(model="resnet32", method=method, blocks=k, dataset="fashion-mnist",
+                        data_dir=data_dir, epochs=epochs, batch_size=128, lr=0.1,
+                        limit_train=limit_train, limit_test=limit_test, device=device,
+                        channels_last=True, out=str(out / method.replace("+", "_"))).validate()
+            for method, k in (("e2e", 1), ("infopro+manpp", blocks))]
+    for cfg in cfgs:  # before any training: a rerun must mean the same demo
+        _check_same_demo(cfg)
+    for cfg in cfgs:
+        method, k = cfg.method, cfg.blocks
         # a rerun continues or reuses the run (or restarts it from its config, when killed
         # before its first checkpoint)
         resume = (Path(cfg.out) / "config.json").is_file()
