@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes."""
+"""The exception types for user mistakes."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -8,7 +8,17 @@ class ConfigError(ValueError):
     """Bad user input: the CLI turns it into one line on stderr and exit code 2."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A user-supplied value of the wrong type (``None``, a str for an int, ...).
+
+    A ``TypeError`` for Python callers, and still a ``ConfigError``, so the CLI's
+    one-line handler catches it like every other user mistake.
+    """
+
+
 def choice_error(what: str, value: object, allowed: Iterable[object]) -> ConfigError:
-    """Build the standard 'unknown X: V (choose from: ...)' error."""
+    """Build the standard 'unknown X: V (choose from: ...)' error (a ConfigTypeError
+    when ``value`` is not even a string)."""
     names = ", ".join(str(a) for a in allowed)
-    return ConfigError(f"unknown {what} {value!r} (choose from: {names})")
+    cls = ConfigError if isinstance(value, str) else ConfigTypeError
+    return cls(f"unknown {what} {value!r} (choose from: {names})")

@@ -1,6 +1,7 @@
 """LocalNet: a backbone cut into K gradient-isolated blocks, with heads and bridges."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -8,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bank import FeatureBank
-from .errors import ConfigError, choice_error
+from .errors import ConfigError, ConfigTypeError, choice_error
 from .heads import HeadContext, build_head
-from .methods import MethodSpec, parse_method
-from .momentum import MomentumBridge, ema_update
+from .methods import MethodSpec, list_methods, parse_method
+from .momentum import INITS, LB_KINDS, MomentumBridge, ema_update
+from .nets.checks import as_float, as_floats, as_int, as_size
 from .nets.units import UnitNet
 from .measure.memory import unit_activation_costs
 from .split import balanced_split, split
@@ -39,19 +41,39 @@ class LocalNet(nn.Module):
                  recompute: bool = False, split_by: str = "equal",
                  bridge_init: str = "copy") -> None:
         super().__init__()
-        spec = parse_method(method) if isinstance(method, str) else method
+        spec = as_method(method)
+        if not isinstance(model, UnitNet):
+            hint = ("; wrap a torchvision / timm / nn.Sequential model with locallearn.wrap(model, "
+                    "...) or build a registered one with create_model(name, ...)")
+            raise ConfigTypeError(f"model must be a locallearn UnitNet, got "
+                                  f"{'None' if model is None else type(model).__name__}{hint}")
+        blocks = as_int("blocks", blocks)  # its range is checked by split(), knowing the units
+        image_size = as_size("image_size", image_size)
+        ema_momentum = as_float("ema_momentum", ema_momentum)
         if not 0.0 <= ema_momentum < 1.0:
             raise ConfigError(f"ema momentum must be in [0, 1), got {ema_momentum}")
+        # checked even where a method has no bridge: a wrong value is never ignored silently
+        if lb not in LB_KINDS:
+            raise choice_error("lb", lb, LB_KINDS)
+        if bridge_init not in INITS:
+            raise choice_error("bridge_init", bridge_init, INITS)
+        if head_opts is not None and not isinstance(head_opts, Mapping):
+            raise ConfigTypeError(f"head_opts must be a dict of head options, got {head_opts!r}")
+        if boundaries is not None:
+            if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+                raise ConfigTypeError(f"boundaries must be a sequence of unit indices, "
+                                      f"got {boundaries!r}")
+            boundaries = [as_int("boundaries", b) for b in boundaries]
+        mean, std = _check_normalisation(mean, std, model.in_chans)
         self.spec = spec
         self.model = model
         head_family = model.default_head if spec.head == "auto" else spec.head
         if head_family == model.default_head:  # the family's recipe, overridable per option
             head_opts = {**model.default_head_opts, **(head_opts or {})}
         self.ema_momentum = float(ema_momentum)
-        self.mean = tuple(mean) if mean is not None else None
-        self.std = tuple(std) if std is not None else None
+        self.mean, self.std = mean, std
         k = 1 if spec.is_e2e else blocks
-        if split_by not in SPLITS:
+        if split_by not in SPLITS:  # before the memory split's dry run
             raise choice_error("split", split_by, SPLITS)
         if split_by == "memory" and boundaries is None and k > 1:
             # cut where the saved activations balance, measured by a dry run of the units
@@ -100,6 +122,7 @@ class LocalNet(nn.Module):
         return list(self.model.units[start:end])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_images(x)
         return self.model(x)
 
     def block_losses(self, x: torch.Tensor, y: torch.Tensor,
@@ -108,13 +131,80 @@ class LocalNet(nn.Module):
 
         Block j+1 starts from ``h.detach()`` — the only gradient cut — taken after
         the caller resumed the generator, i.e. after ``loss_j.backward()``.
+        Wrong inputs (see ``_check_batch``) raise before any block runs.
         """
+        y = self._check_batch(x, y)
         bank = bank if bank is not None else FeatureBank(x, self.mean, self.std)
         for j, h in self._walk(x, cut=True):
             if j == self.k - 1:
                 yield j, F.cross_entropy(h, y)
             else:
                 yield j, self.heads[j](self._head_input(j, h), y, bank)
+
+    def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Validate a training batch; return ``y`` as int64 class indices.
+
+        Raises ConfigTypeError / ConfigError naming ``x`` or ``y`` for what would otherwise
+        fail deep inside (a uint8 or int image, wrong channels or dims, float labels,
+        lengths that differ), give NaN losses (an empty batch) or, on CUDA, a device-side
+        assert that kills the process (labels out of range).
+
+        Everything but the label range reads only metadata: free, no host sync. The range
+        check is a reduction whose result the host must read, so it runs only for labels in
+        host memory (a cheap pass over B ints, no device sync). Labels on an accelerator are
+        not range-checked here: reading ``y.min()/y.max()`` back would be one device->host
+        sync per step in a loop that is otherwise sync-free (train_step returns its losses
+        without one). The CLI's datasets validate their labels once, when loaded.
+        """
+        self._check_images(x)
+        if not isinstance(y, torch.Tensor):
+            raise ConfigTypeError(f"y must be a torch.Tensor of class indices, got "
+                                  f"{type(y).__name__}")
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise ConfigTypeError(f"y must hold integer class indices (torch.int64), got "
+                                  f"{y.dtype}; use y.long() if it holds whole numbers")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ConfigError(f"y must be a 1-D tensor of one label per sample, x has "
+                              f"{x.shape[0]} samples but y has shape {tuple(y.shape)}")
+        if y.device != x.device:
+            raise ConfigError(f"x is on {x.device} but y on {y.device}; move both to one device")
+        if x.shape[0] == 1 and self.training and any(
+                isinstance(m, nn.BatchNorm1d) for m in self.modules()):
+            raise ConfigError("x holds 1 sample, but training BatchNorm1d layers (e.g. the dgl "
+                              "head's) needs at least 2 samples per batch")
+        if y.device.type == "cpu":
+            lo, hi = (int(v) for v in torch.aminmax(y))
+            classes = self.model.num_classes
+            if lo < 0 or hi >= classes:
+                bad = lo if lo < 0 else hi
+                raise ConfigError(f"y holds label {bad}, outside the model's classes 0.."
+                                  f"{classes - 1} (num_classes={classes})")
+        return y if y.dtype == torch.int64 else y.long()
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        """``x`` must be a non-empty floating-point [B, C, H, W] batch on the model's device,
+        with the model's channels (only metadata is read: free)."""
+        if not isinstance(x, torch.Tensor):
+            raise ConfigTypeError(f"x must be a torch.Tensor of images [B, C, H, W], got "
+                                  f"{type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise ConfigTypeError(f"x must be a floating-point image batch, got {x.dtype}; "
+                                  "convert it first (e.g. x.float() / 255, then normalise)")
+        chans = self.model.in_chans
+        if x.dim() != 4 or x.shape[1] != chans:
+            raise ConfigError(f"x must be an image batch [B, {chans}, H, W] (in_chans={chans}), "
+                              f"got shape {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ConfigError(f"x is an empty batch (shape {tuple(x.shape)}): nothing to learn "
+                              "from, the losses would be NaN")
+        param = next(self.model.parameters(), None)
+        if param is not None:
+            if x.device != param.device:
+                raise ConfigError(f"x is on {x.device} but the model on {param.device}; "
+                                  f"use x.to({str(param.device)!r}) or net.to(...)")
+            if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise ConfigTypeError(f"x is {x.dtype} but the model's parameters are "
+                                      f"{param.dtype}; use x.to({param.dtype}) (or autocast)")
 
     def _walk(self, x: torch.Tensor, cut: bool) -> Iterator[Tuple[int, torch.Tensor]]:
         """Yield ``(j, output of block j)``; with ``cut`` the next block starts from it
@@ -196,3 +286,33 @@ class LocalNet(nn.Module):
         """One fused EMA step of every bridge towards the unit it tracks."""
         if len(self.bridges):
             ema_update(list(self.bridges), self.ema_sources(), self.ema_momentum)
+
+
+def as_method(method: Union[str, MethodSpec]) -> MethodSpec:
+    """A method spec string (``"dgl+manpp"``) or MethodSpec as a MethodSpec."""
+    if isinstance(method, MethodSpec):
+        return method
+    if not isinstance(method, str):
+        raise ConfigTypeError(f"method must be a string such as 'dgl+manpp' or a MethodSpec, got "
+                              f"{method!r} (choose from: {', '.join(list_methods())})")
+    return parse_method(method)
+
+
+def _check_normalisation(mean: Optional[Sequence[float]], std: Optional[Sequence[float]],
+                         in_chans: int) -> Tuple[Optional[Tuple[float, ...]],
+                                                 Optional[Tuple[float, ...]]]:
+    """The input normalisation heads use to map images back to [0, 1]: both or neither,
+    one value per channel (or one for all), std > 0."""
+    if (mean is None) != (std is None):
+        raise ConfigError("mean and std go together: pass both (the normalisation of x) or "
+                          "neither")
+    if mean is None or std is None:
+        return None, None
+    m, s = as_floats("mean", mean), as_floats("std", std)
+    for name, v in (("mean", m), ("std", s)):
+        if len(v) not in (1, in_chans):
+            raise ConfigError(f"{name} must have one value per input channel (in_chans="
+                              f"{in_chans}) or a single value, got {len(v)}: {list(v)}")
+    if min(s) <= 0:
+        raise ConfigError(f"std must be positive, got {list(s)}")
+    return m, s

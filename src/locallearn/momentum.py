@@ -26,7 +26,11 @@ class ChannelAffine(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, z, self.weight)
+        # In z's dtype, as autocast runs a conv's float32 weights in bf16/fp16: addcmul is
+        # on no autocast list, so float32 parameters would promote a bf16 z to float32,
+        # and the MAN/MAN++ mix would then meet two dtypes (the gradients still reach the
+        # float32 parameters through the casts).
+        return torch.addcmul(self.bias.to(z.dtype), z, self.weight.to(z.dtype))
 
 
 class MomentumBridge(nn.Module):
@@ -88,6 +92,9 @@ class MomentumBridge(nn.Module):
         if self.lb is None:
             return e
         b = self.lb(e) if self.lb_kind == "channel" else self._run(self.lb, h)
+        if b.dtype != e.dtype:  # e.g. a learnable copy kept out of autocast: mix in the wider
+            wide = torch.promote_types(b.dtype, e.dtype)
+            b, e = b.to(wide), e.to(wide)
         if self.scale is None:
             return b + e
         return ScaledMix.apply(b, e, self.scale)

@@ -5,8 +5,9 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .local_net import LocalNet
+from .local_net import LocalNet, as_method
 from .nets.adapters import to_unitnet
+from .nets.checks import as_size
 
 
 def wrap(model: nn.Module, blocks: int = 4, method: str = "infopro+manpp", *,
@@ -20,8 +21,11 @@ def wrap(model: nn.Module, blocks: int = 4, method: str = "infopro+manpp", *,
     weights in the original layout. ``image_size`` is the training input size (the
     units are sized by a dry run at it). Other keywords go to ``LocalNet``
     (``boundaries``, ``head_opts``, ``lb``, ``ema_momentum``, ``recompute``).
-    An unsupported model raises ConfigError naming the adapters and how to add one.
+    An unsupported model raises ConfigError naming the adapters and how to add one;
+    other bad arguments raise ConfigError (a ValueError) / ConfigTypeError (a
+    TypeError) naming the argument.
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    spec = as_method(method)  # a bad method fails before the model's dry run
+    size = as_size("image_size", image_size, allow_int=True)
     units = to_unitnet(model, size, in_chans, num_classes)
-    return LocalNet(units, blocks, method, image_size=size, mean=mean, std=std, **kwargs)
+    return LocalNet(units, blocks, spec, image_size=size, mean=mean, std=std, **kwargs)

@@ -50,19 +50,24 @@ class Decoder(nn.Module):
                                    nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
         self.last = nn.Conv2d(hidden, ctx.image_channels, 3, padding=1)
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == self.image_size:  # same size: skip a saved copy
+    def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == size:  # same size: skip a saved copy
             return x
-        return F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=True)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor,
+                size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Reconstruction logits at ``size`` (default: the ``image_size`` built for)."""
+        size = self.image_size if size is None else tuple(size)
         if self.order == "conv_first":
-            return self.last(self._resize(self.first(features)))
-        return self.last(self.first(self._resize(features)))
+            return self.last(self._resize(self.first(features), size))
+        return self.last(self.first(self._resize(features, size)))
 
     def loss(self, features: torch.Tensor, image01: torch.Tensor) -> torch.Tensor:
         # BCE on logits == BCE(sigmoid(.)) but autocast-safe; float32 for accuracy.
-        return F.binary_cross_entropy_with_logits(self(features).float(), image01.float())
+        # At the batch's own size: images of another size than image_size still train.
+        recon = self(features, tuple(image01.shape[-2:]))
+        return F.binary_cross_entropy_with_logits(recon.float(), image01.float())
 
 
 class Classifier(nn.Module):

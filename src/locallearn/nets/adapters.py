@@ -7,7 +7,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigTypeError
+from .checks import as_int, as_size
 from .units import UnitInfo, UnitNet
 
 #: (name, predicate, adapter) in the order they are tried; the adapter returns
@@ -49,7 +50,16 @@ def probe_info(units: Sequence[nn.Module], names: Sequence[str], in_chans: int,
                         dtype=param.dtype if param is not None else torch.float32)
         info = []
         for i, (unit, name) in enumerate(zip(units, names)):
-            x = unit(x)
+            try:
+                x = unit(x)
+            except ConfigError:
+                raise
+            except (RuntimeError, AssertionError, ValueError) as err:
+                # e.g. a wrong in_chans, or an image too small for the strides / patches
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ConfigError(f"the model cannot run a {in_chans}-channel "
+                                  f"{image_size[0]}x{image_size[1]} image (check in_chans= and "
+                                  f"image_size=): unit {name!r} failed: {first}") from err
             last = i == len(units) - 1
             if x.dim() == 4:
                 info.append(UnitInfo(name, x.shape[1], max(1, round(image_size[0] / x.shape[2]))))
@@ -78,12 +88,24 @@ def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
     """Return ``model`` itself if it is a UnitNet, else its units via the first fitting adapter."""
     if isinstance(model, UnitNet):
         return model
+    if not isinstance(model, nn.Module):
+        raise ConfigTypeError(f"model must be a torch.nn.Module, got {_describe(model)}")
+    size = as_size("image_size", image_size, allow_int=True)
+    if in_chans is not None:
+        in_chans = as_int("in_chans", in_chans, 1)
+    if num_classes is not None:
+        num_classes = as_int("num_classes", num_classes, 1)
     for name, predicate, adapter in ADAPTERS:
         if predicate(model):
             units, names, default_head = adapter(model)
             chans = in_chans if in_chans is not None else _guess_in_chans(model)
-            info = probe_info(units, names, chans, tuple(image_size))
-            classes = num_classes if num_classes is not None else info[-1].channels
+            info = probe_info(units, names, chans, size)
+            classes = info[-1].channels
+            if num_classes is not None and num_classes != classes:
+                # the heads and the label check would disagree with the model's classifier
+                raise ConfigError(f"num_classes={num_classes} but the model's last unit "
+                                  f"{names[-1]!r} outputs {classes} class scores; pass "
+                                  f"num_classes={classes} or leave it out")
             opts = IMAGENET_INFOPRO if default_head == "infopro" else None
             net = UnitNet(units, info, chans, classes, source=model, default_head=default_head,
                           default_head_opts=opts)
@@ -92,6 +114,10 @@ def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
             return net
     raise ConfigError(f"no adapter for {type(model).__module__}.{type(model).__name__}; supported: "
                       f"{', '.join(n for n, _, _ in ADAPTERS)}. To add one, {HOW_TO}")
+
+
+def _describe(value: object) -> str:
+    return "None" if value is None else f"{type(value).__name__} {value!r}"[:120]
 
 
 def _guess_in_chans(model: nn.Module) -> int:
