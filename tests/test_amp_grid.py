@@ -57,7 +57,9 @@ def test_train_step_under_autocast(amp, lb, bridge, recompute):
     backward = None
     scaler = None
     if dtype == torch.float16:  # fp16 trains with a gradient scaler, as train.py does
-        scaler = torch.amp.GradScaler("cuda")
+        # a moderate scale: at the default 2**16 the first steps' fp16 gradients overflow
+        # by design (the scaler then skips the step and lowers the scale)
+        scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10)
         backward = lambda loss: scaler.scale(loss).backward()  # noqa: E731
     with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
         losses = net.train_step(x, y, backward=backward)
@@ -67,14 +69,17 @@ def test_train_step_under_autocast(amp, lb, bridge, recompute):
     trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     if bridge != "ema":
         assert any(n.startswith("bridges.0.lb") for n, _ in trainable)
+    opt = torch.optim.SGD([p for _, p in trainable], lr=0.1)
+    if scaler is not None:
+        scaler.unscale_(opt)
     for n, p in trainable:
         assert p.grad is not None, f"{n} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{n} has a non-finite gradient"
         assert p.grad.dtype == torch.float32, (n, p.grad.dtype)
-    opt = torch.optim.SGD([p for _, p in trainable], lr=0.1)
     if scaler is not None:
         scaler.step(opt)
         scaler.update()
+        assert scaler.get_scale() == 2.0 ** 10  # no overflow: the step was taken
     else:
         opt.step()
     net.ema_update()
