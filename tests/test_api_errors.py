@@ -37,6 +37,14 @@ def _seq5x5():
                          nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)))
 
 
+def _tiny_vit_net():
+    """A 2-layer torchvision ViT for 32x32 images, wrapped."""
+    from torchvision.models import VisionTransformer
+    vit = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2,
+                            hidden_dim=16, mlp_dim=32, num_classes=3)
+    return wrap(vit, 2, "vit", image_size=32)
+
+
 def _step(x, y, method="greedy"):
     return _net(method).train_step(x, y)
 
@@ -123,6 +131,12 @@ CASES = [
      V, r"std must be positive"),
     ("LocalNet-head_opts-list", lambda t: _net("dgl", head_opts=["conv_width"]),
      T, r"head_opts must be a dict"),
+    ("LocalNet-head-option-type", lambda t: _net("dgl", head_opts={"conv_width": "wide"}),
+     T, r"dgl head option conv_width must be an integer"),
+    ("LocalNet-head-option-nan", lambda t: _net("infopro", head_opts={"temperature": float("nan")}),
+     V, r"infopro head option temperature must be a finite number"),
+    ("LocalNet-head-option-unknown", lambda t: _net("dgl", head_opts={"width": 3}),
+     V, r"dgl head option 'width'.*conv_width"),
     ("LocalNet-boundaries-str", lambda t: LocalNet(_model(), 3, "greedy", boundaries="2,5"),
      T, r"boundaries"),
     # create_model
@@ -143,6 +157,8 @@ CASES = [
      T, r"image_size"),
     ("create_model-image_size-zero", lambda t: create_model("tv:resnet18", image_size=(0, 32)),
      V, r"image_size"),
+    ("create_model-tv-vit-patch", lambda t: create_model("tv:vit_b_16", image_size=(30, 30)),
+     V, r"image_size \(30, 30\) for tv:vit_b_16 .*patch size 16"),
     # wrap
     ("wrap-model-None", lambda t: wrap(None, 2, "greedy", image_size=8),
      T, r"model must be a torch.nn.Module"),
@@ -200,6 +216,11 @@ CASES = [
     ("train_step-y-list", lambda t: _step(X, [0, 1, 2, 3]), T, r"y must be a torch.Tensor"),
     ("train_step-one-sample-batchnorm1d", lambda t: _step(X[:1], Y[:1], "dgl"),
      V, r"x holds 1 sample.*BatchNorm1d"),
+    ("train_step-vit-image-size",
+     lambda t: _tiny_vit_net().train_step(torch.randn(2, 3, 48, 48), Y[:2]),
+     V, r"x holds 48x48 images .*image_size \(32, 32\)"),
+    ("head_logits-uint8", lambda t: _net().head_logits(X.to(torch.uint8)),
+     T, r"x must be a floating-point"),
     ("forward-uint8", lambda t: _net()((X.abs() * 50).to(torch.uint8)),
      T, r"x must be a floating-point"),
     # load_backbone

@@ -72,6 +72,11 @@ class LocalNet(nn.Module):
             head_opts = {**model.default_head_opts, **(head_opts or {})}
         self.ema_momentum = float(ema_momentum)
         self.mean, self.std = mean, std
+        # a wrapped ViT's position embeddings fix its input size (unless built dynamic)
+        info0 = model.unit_info[0]
+        self._fixed_size = image_size if (info0.layout == "tokens" and model.source is not None
+                                          and not getattr(model.source, "dynamic_img_size",
+                                                          False)) else None
         k = 1 if spec.is_e2e else blocks
         if split_by not in SPLITS:  # before the memory split's dry run
             raise choice_error("split", split_by, SPLITS)
@@ -194,6 +199,9 @@ class LocalNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != chans:
             raise ConfigError(f"x must be an image batch [B, {chans}, H, W] (in_chans={chans}), "
                               f"got shape {tuple(x.shape)}")
+        if self._fixed_size is not None and tuple(x.shape[2:]) != self._fixed_size:
+            raise ConfigError(f"x holds {x.shape[2]}x{x.shape[3]} images but this ViT was built "
+                              f"for image_size {self._fixed_size}")
         if x.numel() == 0:
             raise ConfigError(f"x is an empty batch (shape {tuple(x.shape)}): nothing to learn "
                               "from, the losses would be NaN")
@@ -229,6 +237,7 @@ class LocalNet(nn.Module):
         Layer-wise accuracy of these is the papers' diagnostic of how much each
         local objective has learned (and of what MAN++'s bridge adds to it).
         """
+        self._check_images(x)
         return [h if j == self.k - 1 else self.heads[j].logits(self._head_input(j, h))
                 for j, h in self._walk(x, cut=False)]
 

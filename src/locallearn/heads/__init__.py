@@ -4,7 +4,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, List
 
-from ..errors import ConfigError, choice_error
+from ..errors import ConfigError, ConfigTypeError, choice_error
+from ..nets.checks import as_float, as_int
 from .base import HEADS, AuxHead, HeadContext, interpolate
 from . import dgl, greedy, infopro, predsim, vit  # noqa: F401  (register the families)
 from .losses import supcon_loss
@@ -32,8 +33,31 @@ def build_head(name: str, ctx: HeadContext, **opts: Any) -> AuxHead:
         fits = [n for n in HEADS.names() if ctx.info.layout in getattr(HEADS.get(n), "layouts", ("maps",))]
         raise ConfigError(f"head {name!r} reads {'/'.join(layouts)} but unit {ctx.info.name!r} "
                           f"outputs {ctx.info.layout}; use one of: {', '.join(fits)}")
-    valid = [p.name for p in _option_params(name)]
+    defaults = {p.name: p.default for p in _option_params(name)}
     for key in opts:
-        if key not in valid:
-            raise choice_error(f"{name} head option", key, valid or ["(none)"])
+        if key not in defaults:
+            raise choice_error(f"{name} head option", key, list(defaults) or ["(none)"])
+    opts = {k: _typed(f"{name} head option {k}", v, defaults[k]) for k, v in opts.items()}
     return builder(ctx, **opts)
+
+
+def _typed(what: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of the option's default, so that a wrong type
+    fails here, naming the option, not as a comparison deep inside a head's constructor."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigTypeError(f"{what} must be True or False, got {value!r}")
+        return value
+    if isinstance(default, int):
+        return as_int(what, value)
+    if isinstance(default, float):
+        return as_float(what, value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigTypeError(f"{what} must be a string, got {value!r}")
+        return value
+    if isinstance(default, (tuple, list)):  # a (start, end) pair, or one number for both
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            return as_float(what, value)
+        return tuple(as_float(what, v) for v in value)
+    return value

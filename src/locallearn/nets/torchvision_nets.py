@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet, VGG, VisionTransformer
 
+from ..errors import ConfigError
 from .adapters import register_adapter, to_unitnet
 from .pool import GlobalAvgPool
 from .registry import MODELS
@@ -88,6 +89,10 @@ def _register(name: str) -> None:
     def build(num_classes: int = 1000, in_chans: int = 3,
               image_size: Optional[Tuple[int, int]] = None) -> UnitNet:
         size = tuple(image_size) if image_size else (224, 224)
+        if name.startswith("vit") and (size[0] != size[1] or size[0] % 16):
+            # torchvision's ViT takes one side and asserts it divides into 16x16 patches
+            raise ConfigError(f"image_size {size} for tv:{name} must be square and a multiple "
+                              "of its patch size 16, e.g. (224, 224) or (32, 32)")
         if name.startswith("vit"):
             m = getattr(torchvision.models, name)(weights=None, num_classes=num_classes,
                                                   image_size=size[0])
