@@ -21,8 +21,10 @@ def export_backbone(net: LocalNet, path: Path, meta: Dict[str, object]) -> Path:
                for k, v in net.model.export_state_dict().items()}
     metadata = {k: json.dumps(v) for k, v in meta.items()}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    from .checkpoint import atomic_write
+
+    # temp file + rename: a kill or a full disk never leaves half a file at ``path``
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 
