@@ -362,6 +362,14 @@ def test_checkpoint_records_what_it_belongs_to_and_run_files_are_normal_files(tm
         assert mode & 0o044 or os.umask(os.umask(0)) & 0o044, oct(mode)  # readable as umask says
 
 
+def test_a_bridge_only_method_is_saved_resolved_and_resumes(tmp_path):
+    fit(_cfg(tmp_path, method="manpp", epochs=2), progress=False, stop_after_epochs=1)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["method"] == "greedy+manpp"  # resnet20's recipe: greedy heads
+    s = fit(TrainConfig(out=str(tmp_path / "run"), device="cpu"), resume=True, progress=False)
+    assert s["epochs"] == 2 and s["method"] == "greedy+manpp"
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_config(tmp_path):
     cfg = _cfg(tmp_path, epochs=1)
     fit(cfg, progress=False)

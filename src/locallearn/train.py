@@ -166,7 +166,8 @@ def resolve_objective(cfg: TrainConfig, model: Any) -> Tuple[str, Dict[str, Any]
 
 def _identity(cfg: TrainConfig, net: LocalNet) -> Dict[str, Any]:
     """What a checkpoint must match to be loaded into ``net``."""
-    return {"model": cfg.model, "method": str(net.spec), "blocks": net.k,
+    # the method as resolved (``manpp`` -> ``greedy+manpp``): the same before and after a resume
+    return {"model": cfg.model, "method": cfg.method, "blocks": net.k,
             "ranges": [list(r) for r in net.ranges], "num_classes": net.model.num_classes,
             "in_chans": net.model.in_chans}
 
