@@ -378,6 +378,16 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_config(tmp_pa
     assert s["epochs"] == 1 and s["blocks"] == 3
 
 
+def test_e2e_with_k_blocks_is_refused_by_the_api():
+    from locallearn import LocalNet, create_model
+
+    with pytest.raises(ConfigError, match="blocks=4"):
+        LocalNet(create_model("resnet20", num_classes=4, in_chans=1), 4, "e2e",
+                 image_size=(8, 8))
+    assert LocalNet(create_model("resnet20", num_classes=4, in_chans=1), 1, "e2e",
+                    image_size=(8, 8)).k == 1
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="lr must be a finite number"):
         TrainConfig(lr=float("nan")).validate()

@@ -77,7 +77,12 @@ class LocalNet(nn.Module):
         self._fixed_size = image_size if (info0.layout == "tokens" and model.source is not None
                                           and not getattr(model.source, "dynamic_img_size",
                                                           False)) else None
-        k = 1 if spec.is_e2e else blocks
+        if spec.is_e2e and (blocks != 1 or boundaries):
+            # never ignored silently: e2e is one block, whatever K was asked for
+            raise ConfigError(f"method 'e2e' is one block; got blocks={blocks}"
+                              f"{f' and boundaries={list(boundaries)}' if boundaries else ''} "
+                              "(use a local method such as 'dgl+manpp' for K > 1)")
+        k = blocks
         if split_by not in SPLITS:  # before the memory split's dry run
             raise choice_error("split", split_by, SPLITS)
         if split_by == "memory" and boundaries is None and k > 1:
