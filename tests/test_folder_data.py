@@ -50,3 +50,21 @@ def test_short_run_on_a_folder(tmp_path, folder):
                         data_dir=str(folder), image_size=32, epochs=1, batch_size=8, device="cpu",
                         out=str(tmp_path / "run")), progress=False)
     assert s["epochs"] == 1 and 0.0 <= s["final_test_acc"] <= 1.0 and s["image_size"] == [32, 32]
+
+
+def test_folder_mid_epoch_resume_is_bit_identical(tmp_path, folder):
+    """Killed after batch 2 of 3 (random crops in 2 loader workers), resumed: same weights."""
+    from locallearn.checkpoint import load_checkpoint
+
+    def cfg(name):
+        return TrainConfig(model="resnet20", method="dgl", blocks=2, dataset="imagefolder",
+                           data_dir=str(folder), image_size=16, epochs=2, batch_size=8,
+                           device="cpu", out=str(tmp_path / name))
+
+    fit(cfg("full"), progress=False)
+    fit(cfg("killed"), progress=False, stop_after_steps=2)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["batch"] == 2
+    fit(cfg("killed"), resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["net"]
+    b = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

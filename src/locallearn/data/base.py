@@ -128,6 +128,38 @@ def channel_stats(x: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]
     return tuple(means), tuple(stds)
 
 
+def check_data_dir(data_dir: Optional[str], download: bool, can_download: bool = True) -> None:
+    """Refuse a --data-dir that is a file, or (without a download to create it) missing."""
+    if data_dir is None:
+        return
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ConfigError(f"data_dir must be a path (got {data_dir!r})")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(f"--data-dir {data_dir} is a file; it must be a folder holding the dataset")
+    if not os.path.exists(data_dir) and not (download and can_download):
+        hint = " (or pass --download to fetch it there)" if can_download else ""
+        raise ConfigError(f"--data-dir {data_dir} does not exist; point it at the folder holding "
+                          f"the dataset{hint}")
+
+
+def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    """Refuse labels outside [0, num_classes): they would silently widen the model."""
+    if len(y) == 0:
+        return
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ConfigError(f"{where} has label {int(y[i])} (sample {i}, {int(bad.sum())} such "
+                          f"labels); the dataset has {num_classes} classes, 0..{num_classes - 1}")
+
+
+def check_classes(y: torch.Tensor, where: str) -> None:
+    """Refuse training labels that are all one class: nothing to classify."""
+    if len(y) > 1 and bool((y == y[0]).all()):
+        raise ConfigError(f"{where}: every training label is {int(y[0])}; classification "
+                          "needs at least 2 classes")
+
+
 def load_dataset(
     name: str,
     data_dir: Optional[str] = None,
@@ -135,24 +167,51 @@ def load_dataset(
     limit_test: Optional[int] = None,
     download: bool = False,
     image_size: Optional[int] = None,
+    seed: int = 0,
 ) -> "ImageData | FolderData":
-    """Load a dataset fully into memory (``imagefolder``: stream it from ``data_dir``);
-    ``limit_*`` keep the first N samples; ``image_size`` is imagefolder's crop size."""
+    """Load a dataset fully into memory (``imagefolder``: stream it from ``data_dir``).
+
+    ``limit_*`` keep the first N samples (``imagefolder``: a stratified subset, the
+    training one drawn from ``seed``); ``image_size`` is imagefolder's crop size. Nothing
+    is downloaded unless ``download`` is True: a missing dataset raises ConfigError.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset name must be a string (got {name!r}); choose from: "
+                          f"{', '.join(list_datasets())}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer (got {seed!r})")
     check_limit("limit_train", limit_train)
     check_limit("limit_test", limit_test)
     base, sep, spec = name.partition(":")
     loader = DATASETS.get(base)
+    if base != "synthetic":  # generated data ignores data_dir (the CLI warns about it)
+        check_data_dir(data_dir, download, can_download=base != "imagefolder")
     if base == "imagefolder":
         from .folder import FolderData
 
         if not data_dir:
             raise ConfigError("imagefolder needs --data-dir DIR holding train/<class>/* and "
                               "val/<class>/*")
-        return FolderData(data_dir, image_size or 224, limit_train, limit_test)
+        return FolderData(data_dir, 224 if image_size is None else image_size, limit_train,
+                          limit_test, seed=seed)
     if image_size is not None:
         raise ConfigError(f"--image-size {image_size} applies to imagefolder only; {base!r} is "
                           "used at its own resolution")
     raw = loader(spec if sep else None, data_dir, download, limit_train, limit_test)
+    for split, x, y in (("training", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if x.dim() != 4 or len(x) == 0 or min(x.shape[1:]) < 1:
+            raise ConfigError(f"{name} in {raw.source}: the {split} images have shape "
+                              f"{tuple(x.shape)}; expected a non-empty [N, C, H, W]")
+        if len(y) != len(x):
+            raise ConfigError(f"{name} in {raw.source}: {len(x)} {split} images but {len(y)} labels")
+    if raw.train_x.shape[1:] != raw.test_x.shape[1:]:
+        raise ConfigError(f"{name} in {raw.source}: training images are {tuple(raw.train_x.shape[1:])} "
+                          f"but test images {tuple(raw.test_x.shape[1:])}; they must match")
+    if raw.num_classes < 2:
+        raise ConfigError(f"{name}: {raw.num_classes} class; classification needs at least 2")
+    check_labels(raw.train_y, raw.num_classes, f"{name} in {raw.source}")
+    check_labels(raw.test_y, raw.num_classes, f"{name} in {raw.source}")
+    check_classes(raw.train_y, f"{name} in {raw.source}")
     train_x, train_y = _first(raw.train_x, limit_train), _first(raw.train_y, limit_train)
     test_x, test_y = _first(raw.test_x, limit_test), _first(raw.test_y, limit_test)
     mean, std = channel_stats(train_x)

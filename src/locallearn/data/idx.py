@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -11,13 +12,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .base import DATASETS, RawData, cache_dir, reject_spec
+from .base import DATASETS, RawData, cache_dir, check_classes, check_labels, reject_spec
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dims
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dim
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+NUM_CLASSES = 10  # Fashion-MNIST (and MNIST) IDX files: labels 0..9
 
 
 def _read_bytes(path: str) -> bytes:
@@ -44,7 +46,7 @@ def read_idx(path: str, magic: int) -> np.ndarray:
     if len(data) < head:
         raise ConfigError(f"IDX file {path} is truncated (header needs {head} bytes, file has {len(data)})")
     dims = struct.unpack(f">{ndim}I", data[4:head])
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python ints: a garbage header must not overflow
     if len(data) != head + size:
         raise ConfigError(
             f"IDX file {path} is truncated or corrupt: dims {dims} need {head + size} bytes, file has {len(data)}"
@@ -79,15 +81,21 @@ def find_idx_files(directory: str) -> Optional[Dict[str, str]]:
 
 
 def read_fashion_files(files: Dict[str, str]) -> RawData:
-    """Read the four IDX files found by find_idx_files."""
+    """Read the four IDX files found by find_idx_files; refuse what would train a wrong model."""
     train_x, train_y = read_idx_images(files[FILES[0]]), read_idx_labels(files[FILES[1]])
     test_x, test_y = read_idx_images(files[FILES[2]]), read_idx_labels(files[FILES[3]])
-    for x, y, f in ((train_x, train_y, FILES[1]), (test_x, test_y, FILES[3])):
+    for x, y, fx, fy in ((train_x, train_y, FILES[0], FILES[1]), (test_x, test_y, FILES[2], FILES[3])):
+        if len(x) == 0 or min(x.shape[2:]) < 1:
+            raise ConfigError(f"IDX images file {files[fx]} holds no images (dims {tuple(x.shape[:1]) + tuple(x.shape[2:])})")
         if len(x) != len(y):
-            raise ConfigError(f"IDX label file {files[f]} has {len(y)} labels but the images file has {len(x)} images")
-    num_classes = max(10, int(max(train_y.max(), test_y.max())) + 1)
+            raise ConfigError(f"IDX label file {files[fy]} has {len(y)} labels but the images file has {len(x)} images")
+        check_labels(y, NUM_CLASSES, f"IDX label file {files[fy]}")
+    if train_x.shape[2:] != test_x.shape[2:]:
+        raise ConfigError(f"IDX images file {files[FILES[0]]} holds {tuple(train_x.shape[2:])} images but "
+                          f"{files[FILES[2]]} {tuple(test_x.shape[2:])}; they must be the same size")
+    check_classes(train_y, f"IDX label file {files[FILES[1]]}")
     source = os.path.dirname(files[FILES[0]])
-    return RawData(train_x, train_y, test_x, test_y, num_classes, source)
+    return RawData(train_x, train_y, test_x, test_y, NUM_CLASSES, source)
 
 
 def _download(root: str) -> Tuple[Optional[Dict[str, str]], str]:
@@ -97,7 +105,7 @@ def _download(root: str) -> Tuple[Optional[Dict[str, str]], str]:
     try:
         FashionMNIST(root=root, train=True, download=True)  # fetches all four files
     except (RuntimeError, OSError) as e:  # URLError is an OSError
-        return None, f"download into {root} failed: {e}"
+        return None, f"download into {root} failed: {' '.join(str(e).split())}"  # one line
     files = find_idx_files(root)
     return files, "" if files else f"download into {root} left no IDX files"
 
@@ -109,7 +117,8 @@ def load_fashion_mnist(
     """Fashion-MNIST as [N, 1, 28, 28] uint8.
 
     Lookup: data_dir (only; download into it if asked), else $LOCALLEARN_DATA, the Debian
-    package dir, the cache dir, and finally a torchvision download into the cache dir.
+    package dir, the cache dir, and finally, only when ``download``, a torchvision download
+    into the cache dir.
     """
     reject_spec("fashion-mnist", spec)
     expected = ", ".join(FILES) + " (raw or .gz)"
@@ -131,11 +140,12 @@ def load_fashion_mnist(
             files = find_idx_files(d)
             if files is not None:
                 return read_fashion_files(files)
+    hint = (f"install it with `apt-get install dataset-fashion-mnist` (Debian), set $LOCALLEARN_DATA or "
+            f"pass --data-dir DIR holding the IDX files {expected}")
+    if not download:  # never touch the network unasked
+        raise ConfigError(f"Fashion-MNIST not found (looked in {', '.join(looked)}); {hint}, or pass "
+                          f"--download to fetch it into {cache_dir()}")
     files, err = _download(cache_dir())
     if files is None:
-        raise ConfigError(
-            f"Fashion-MNIST not found (looked in {', '.join(looked)}) and the {err}; "
-            f"install it with `apt-get install dataset-fashion-mnist` (Debian) or pass --data-dir DIR "
-            f"with the IDX files {expected}"
-        )
+        raise ConfigError(f"Fashion-MNIST not found (looked in {', '.join(looked)}) and the {err}; {hint}")
     return read_fashion_files(files)

@@ -14,6 +14,10 @@ DEFAULT_CLASSES = 10
 DEFAULT_TRAIN, DEFAULT_TEST = 512, 256
 SEED = 20240611  # fixed: the data never depends on the global RNG
 NOISE_STD = 40.0  # in uint8 units; prototypes stay separable, samples are not copies
+# refuse sizes that would exhaust memory (a crash or the OOM killer, not one line):
+# N x C x H x W pixel values per split (about 5 bytes each while generating)
+MAX_VALUES = 2 ** 30
+MAX_CLASSES = 100_000
 
 
 def parse_spec(spec: Optional[str]) -> Tuple[Tuple[int, int, int], int]:
@@ -30,8 +34,14 @@ def parse_spec(spec: Optional[str]) -> Tuple[Tuple[int, int, int], int]:
         k = int(parts[1]) if len(parts) == 2 else DEFAULT_CLASSES
     except ValueError:
         raise ConfigError(f"bad synthetic dataset spec {spec!r}: {form}") from None
-    if min(c, h, w) < 1 or k < 2:
-        raise ConfigError(f"bad synthetic dataset spec {spec!r}: sizes must be >= 1 and K >= 2; {form}")
+    if min(c, h, w) < 1:
+        raise ConfigError(f"bad synthetic dataset spec {spec!r}: sizes must be >= 1; {form}")
+    if k < 2:
+        raise ConfigError(f"bad synthetic dataset spec {spec!r}: K={k} classes, classification needs "
+                          f"K >= 2; {form}")
+    if k > MAX_CLASSES or k * c * h * w > MAX_VALUES:
+        raise ConfigError(f"synthetic dataset spec {spec!r} is too large: at most {MAX_CLASSES} classes "
+                          f"and K x C x H x W <= 2^{MAX_VALUES.bit_length() - 1} (the class prototypes); {form}")
     return (c, h, w), k
 
 
@@ -45,14 +55,22 @@ def _prototypes(shape: Tuple[int, int, int], k: int, g: torch.Generator) -> torc
 def _samples(protos: torch.Tensor, n: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     k = protos.shape[0]
     y = torch.arange(n, dtype=torch.int64) % k  # balanced, and every prefix is too
-    noise = torch.randn((n,) + tuple(protos.shape[1:]), generator=g) * NOISE_STD
-    x = (protos[y] + noise).round_().clamp_(0, 255).to(torch.uint8)
-    return x, y
+    # in place and in chunks (the same values as protos[y] + noise): one float buffer only
+    x = torch.randn((n,) + tuple(protos.shape[1:]), generator=g).mul_(NOISE_STD)
+    step = max(1, 2 ** 22 // max(1, protos[0].numel()))
+    for lo in range(0, n, step):
+        x[lo:lo + step].add_(protos[y[lo:lo + step]])
+    return x.round_().clamp_(0, 255).to(torch.uint8), y
 
 
 def make_synthetic(spec: Optional[str] = None, n_train: int = DEFAULT_TRAIN, n_test: int = DEFAULT_TEST) -> RawData:
     """Class prototype + Gaussian noise, clipped to uint8; same output on every call."""
     shape, k = parse_spec(spec)
+    for what, n in (("training", n_train), ("test", n_test)):
+        if n * shape[0] * shape[1] * shape[2] > MAX_VALUES:
+            raise ConfigError(f"synthetic: {n} {what} samples of {'x'.join(map(str, shape))} are too many "
+                              f"(N x C x H x W > 2^{MAX_VALUES.bit_length() - 1} values); use a smaller "
+                              "--limit-train / --limit-test or image size")
     protos = _prototypes(shape, k, torch.Generator().manual_seed(SEED))
     # separate streams so the test set does not depend on the train size
     train_x, train_y = _samples(protos, n_train, torch.Generator().manual_seed(SEED + 1))

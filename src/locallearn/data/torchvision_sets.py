@@ -7,10 +7,11 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .base import DATASETS, RawData, cache_dir, reject_spec
+from .base import DATASETS, RawData, cache_dir, check_labels, reject_spec
 
 # (root, train, download) -> a torchvision dataset with .data and labels
 Factory = Callable[[str, bool, bool], Any]
+NUM_CLASSES = 10  # CIFAR-10, SVHN, STL-10
 _LOAD_ERRORS = (RuntimeError, OSError)  # torchvision: RuntimeError for missing/corrupt; URLError is an OSError
 
 
@@ -47,30 +48,32 @@ def _open_both(factory: Factory, root: str, download: bool) -> Tuple[Any, Any]:
         raise ConfigError(f"this dataset needs an extra package: {e}; install it (e.g. `pip install scipy`)") from None
 
 
+def _one_line(e: BaseException) -> str:
+    # torchvision's advice is for Python callers; the flag is --download here
+    text = str(e).replace(" You can use download=True to download it", "")
+    return " ".join(text.split())
+
+
 def load_torchvision(name: str, factory: Factory, nhwc: bool, data_dir: Optional[str], download: bool) -> RawData:
-    """Open train and test splits: present files first, then a download as the rules allow."""
+    """Open train and test splits from ``data_dir`` (default: the cache dir); download only
+    when ``download`` is True, else a missing dataset is a ConfigError saying where we looked."""
     root = data_dir if data_dir is not None else cache_dir()
     try:
         train, test = _open_both(factory, root, download)
     except _LOAD_ERRORS as e:
-        if data_dir is not None and not download:
-            raise ConfigError(
-                f"{name} not found in data dir {data_dir} (torchvision: {e}); pass --download to fetch it there, "
-                f"or point --data-dir at a folder holding {name}"
-            ) from None
-        if download:  # a download was already attempted above
-            raise ConfigError(f"{name}: download into {root} failed ({e}); check the network, "
+        if download:
+            raise ConfigError(f"{name}: download into {root} failed ({_one_line(e)}); check the network, "
                               f"or point --data-dir at a folder holding {name}") from None
-        try:
-            train, test = _open_both(factory, root, True)
-        except _LOAD_ERRORS as e2:
-            raise ConfigError(
-                f"{name} not found in {root} and the download failed ({e2}); "
-                f"download it elsewhere and pass --data-dir DIR pointing at the folder holding it"
-            ) from None
+        where = f"data dir {data_dir}" if data_dir is not None else f"{root} (the default; set --data-dir)"
+        raise ConfigError(
+            f"{name} not found in {where} (torchvision: {_one_line(e)}); pass --download to fetch it "
+            f"there, or point --data-dir at a folder holding {name}"
+        ) from None
     train_x, train_y = _to_tensors(train, nhwc)
     test_x, test_y = _to_tensors(test, nhwc)
-    return RawData(train_x, train_y, test_x, test_y, 10, root)
+    for y, split in ((train_y, "training"), (test_y, "test")):
+        check_labels(y, NUM_CLASSES, f"{name} {split} split in {root}")
+    return RawData(train_x, train_y, test_x, test_y, NUM_CLASSES, root)
 
 
 def _register(name: str, factory: Factory, nhwc: bool) -> None:
