@@ -44,7 +44,10 @@ if need_data "${1:-}"; then
 fi
 
 case "${1:-}" in
-  demo) shift; exec "$VENV/bin/locallearn" demo "$@" ;;
+  demo) shift
+    # the library never downloads unless asked: ask only when the data is nowhere here
+    if need_data demo; then set -- --download "$@"; fi
+    exec "$VENV/bin/locallearn" demo "$@" ;;
   test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   "") echo "setup: done. Activate with: source $VENV/bin/activate" ;;
   *) echo "setup: unknown task '$1' (choose from: demo, test)" >&2; exit 2 ;;

@@ -153,6 +153,9 @@ def _not_applicable(a: argparse.Namespace) -> None:
     if a.boundaries is not None and a.split != d.split:
         raise ConfigError("--boundaries gives the cuts and --split memory chooses them: "
                           "pass one of the two")
+    if a.download and a.dataset.partition(":")[0] == "imagefolder":
+        print(f"{PROG}: warning: --download is not used by imagefolder (read from --data-dir)",
+              file=sys.stderr)
     if a.dataset.partition(":")[0] == "synthetic":
         for flag, on in (("--data-dir", a.data_dir is not None), ("--download", a.download)):
             if on:
@@ -318,7 +321,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     run_demo(out=Path(a.out), epochs=a.epochs, limit_train=a.limit_train,
              limit_test=a.limit_test, blocks=a.blocks, device=a.device,
-             data_dir=a.data_dir, progress=not a.no_progress)
+             data_dir=a.data_dir, progress=not a.no_progress, download=a.download)
     return 0
 
 
@@ -417,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--download", action="store_true",
+                   help="download Fashion-MNIST if it is not installed (no network otherwise)")
     p.add_argument("--no-progress", action="store_true")
     return parser
 

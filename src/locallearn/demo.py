@@ -22,7 +22,8 @@ def _step_memory(cfg: TrainConfig) -> Dict[str, float]:
     """Measure one training step of a fresh net of ``cfg`` (the meter, and CUDA's own peak)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.batch_size,
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                        limit_train=cfg.batch_size,
                         limit_test=cfg.batch_size)
     net = build_net(cfg, data).to(device)
     x, y = next(iter(data.test_batches(cfg.batch_size, device)))
@@ -52,12 +53,14 @@ def _check_same_demo(cfg: TrainConfig) -> None:
 
 def run_demo(out: Path = Path("runs/demo"), epochs: int = 2, limit_train: Optional[int] = 10000,
              limit_test: Optional[int] = 2000, blocks: int = 8, device: str = "auto",
-             data_dir: Optional[str] = None, progress: bool = True) -> List[Dict[str, object]]:
+             data_dir: Optional[str] = None, progress: bool = True,
+             download: bool = False) -> List[Dict[str, object]]:
     """Train E2E and ``infopro+manpp`` with the same budget; print a table, write a plot."""
     rows: List[Dict[str, object]] = []
     curves = {}
     cfgs = [TrainConfig(model="resnet32", method=method, blocks=k, dataset="fashion-mnist",
-                        data_dir=data_dir, epochs=epochs, batch_size=128, lr=0.1,
+                        data_dir=data_dir, download=download, epochs=epochs,
+                        batch_size=128, lr=0.1,
                         limit_train=limit_train, limit_test=limit_test, device=device,
                         channels_last=True, out=str(out / method.replace("+", "_"))).validate()
             for method, k in (("e2e", 1), ("infopro+manpp", blocks))]

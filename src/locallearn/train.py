@@ -236,7 +236,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, download=cfg.download,
-                        image_size=cfg.image_size)
+                        image_size=cfg.image_size, seed=cfg.seed)
     net = build_net(cfg, data).to(device)
     cfg.method, cfg.head_opts = resolve_objective(cfg, net.model)
     cfg.version = cfg.version or __version__
@@ -425,7 +425,7 @@ def load_run(run_dir: Path, device: str = "cpu",
     state = load_checkpoint(run_dir / CHECKPOINT)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, download=cfg.download,
-                        image_size=cfg.image_size)
+                        image_size=cfg.image_size, seed=cfg.seed)
     net = build_net(cfg, data)
     load_net_state(net, state, cfg, run_dir / CHECKPOINT)
     return cfg, net.to(resolve_device(device)), data
