@@ -150,6 +150,8 @@ def _not_applicable(a: argparse.Namespace) -> None:
     if spec.bridge == "ema" and a.lb != d.lb:
         raise ConfigError(f"--lb sets the learnable copy, which {a.method!r} (EMA only) "
                           "does not have; use +man or +manpp")
+    if a.dist_timeout != d.dist_timeout and not a.ddp:
+        raise ConfigError("--dist-timeout applies to --ddp jobs (launched by torchrun)")
     if a.boundaries is not None and a.split != d.split:
         raise ConfigError("--boundaries gives the cuts and --split memory chooses them: "
                           "pass one of the two")

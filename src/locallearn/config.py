@@ -52,7 +52,7 @@ class TrainConfig:
     log_interval: int = 25
     checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch this often (0: epochs only)
     nan_patience: int = 0  # steps with a non-finite loss tolerated before the run stops
-    dist_timeout: float = 600.0  # seconds a collective may wait for a peer rank (--ddp)
+    dist_timeout: float = 300.0  # seconds a collective may wait for a peer rank (--ddp)
     version: str = ""  # the locallearn version that wrote the config (filled in by fit)
 
     def validate(self) -> "TrainConfig":

@@ -38,7 +38,7 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistContext:
+def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistContext:
     """Join the torchrun job (env:// rendezvous); NCCL with CUDA, gloo otherwise.
 
     Every collective waits at most ``timeout_s`` for the other ranks: a stalled or dead
