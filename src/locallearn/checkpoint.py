@@ -31,9 +31,12 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run file is a normal file
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         kept = " (the previous one is intact)" if path.is_file() else ""
-        raise WriteError(f"cannot write {path}: {e.strerror or e}{kept}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else \
+            "the write failed (disk full, or a file-size limit?): " + \
+            (str(e).strip().splitlines() or [type(e).__name__])[-1][:120]
+        raise WriteError(f"cannot write {path}: {reason}{kept}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
