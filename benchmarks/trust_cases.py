@@ -476,7 +476,7 @@ CASES: List[Case] = [
         ("--download", f"{T} --download --out $W/run", ("download",)),
         ("--json", f"{EVAL} $F/run_dgl --json $W/h.json", ("json",)))),
     Case("resume-new-options", 4, "--resume with other options says they are ignored",
-         "locallearn train --resume --out $W/run --lr 0.5", refused_or_warned("ignored"), RUN),
+         "locallearn train --resume --out $W/run --lr 0.5", refused_or_warned("ignor"), RUN),
     *(Case(f"no-download-{name}", 4, f"missing {name} without --download: no network",
            f"{T} --dataset {name} --out $W/run", all_of(no_network, user_mistake), hide=(DEBIAN_FMNIST,))
       for name in ("fashion-mnist", "cifar10")),
