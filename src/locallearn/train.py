@@ -1,22 +1,21 @@
-"""The epoch loop: optimizer, schedule, evaluation, metrics, atomic checkpoints, resume."""
+"""The epoch loop: optimizer, schedule, checkpoints, resume, signals, ranks agreeing.
+
+Evaluation lives in ``evaluate.py`` and the per-epoch run files in ``run_files.py``
+(both re-exported here)."""
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
 import math
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageData, load_dataset
 from .devices import resolve_device
@@ -27,13 +26,11 @@ from .methods import parse_method
 from .optim import BlockOptimizers
 from .parallel import allreduce_grads, any_rank, collective, init_distributed
 from .nets import create_model
-from .plots import plot_runs
+from .evaluate import autocast, evaluate, evaluate_heads, head_report  # noqa: F401 (API)
+from .run_files import METRIC_FIELDS, summarize, write_run_files  # noqa: F401 (API)
 from .run_dir import CONFIG, prepare_run_dir, remove_stale_temps
 from .stop import NonFiniteLoss, PeerError, Stopped, StopSignals
 from .version import __version__
-
-METRIC_FIELDS = ["epoch", "train_loss", "test_acc", "lr", "seconds"]
-
 
 def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     """The backbone and its LocalNet for ``cfg`` on ``data`` (on CPU)."""
@@ -47,16 +44,6 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
                     recompute=cfg.recompute, split_by=cfg.split, bridge_init=cfg.bridge_init)
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Autocast for ``amp`` in {none, bf16, fp16} on the device's type."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError(f"amp 'fp16' needs a CUDA device (got {device}); use --amp bf16")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up from ``warmup_start_lr`` then cosine to 0, as a pure function of step."""
     total = cfg.epochs * steps_per_epoch
@@ -65,87 +52,6 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return cfg.warmup_start_lr + (cfg.lr - cfg.warmup_start_lr) * step / warm
     t = (step - warm) / max(1, total - warm)
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
-@torch.no_grad()
-def evaluate(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, amp: str = "none") -> float:
-    """Top-1 accuracy of the backbone (heads unused) on ``batches``."""
-    was_training = net.training
-    net.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    count = 0
-    with autocast(device, amp):
-        for x, y in batches:
-            correct += (net(x).argmax(1) == y).sum()
-            count += y.numel()
-    net.train(was_training)
-    return correct.item() / max(1, count)
-
-
-@torch.no_grad()
-def evaluate_heads(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
-                   device: torch.device, amp: str = "none") -> List[Optional[float]]:
-    """Top-1 accuracy of every block's classifier (``LocalNet.head_logits``); None for
-    heads without class scores. The last entry is the network's own accuracy."""
-    was_training = net.training
-    net.eval()
-    correct = torch.zeros(net.k, dtype=torch.long, device=device)
-    has = [True] * net.k
-    count = 0
-    with autocast(device, amp):
-        for x, y in batches:
-            for j, scores in enumerate(net.head_logits(x)):
-                if scores is None:
-                    has[j] = False
-                else:
-                    correct[j] += (scores.argmax(1) == y).sum()
-            count += y.numel()
-    net.train(was_training)
-    return [c / max(1, count) if ok else None for c, ok in zip(correct.tolist(), has)]
-
-
-def head_report(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
-                device: torch.device) -> List[Dict[str, Any]]:
-    """One row per block: its units, its classifier's test accuracy (``evaluate_heads``),
-    and for the bridge after it MAN++'s scale and the EMA copy's lag (None where absent)."""
-    accs = evaluate_heads(net, batches, device)
-    pad = [None] * (net.k - len(net.bridges))  # no bridge after the last block (or any)
-    scales = net.bridge_scales() + pad
-    lags: List[Optional[float]] = [*net.ema_lags(), *pad]
-    return [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s, ema_lag=lag)
-            for j, (acc, s, lag) in enumerate(zip(accs, scales, lags))]
-
-
-def _write_metrics(path: Path, rows: List[Dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _summary(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: float,
-             device: torch.device, data: ImageData) -> Dict[str, Any]:
-    accs = [r["test_acc"] for r in rows]
-    # the first epoch pays warm-up (allocator, kernel selection): leave it out when we can
-    timed = rows[1:] if len(rows) > 1 else rows
-    secs = sorted(r["sec_per_step"] for r in timed) if timed else [float("nan")]
-    out: Dict[str, Any] = {
-        "model": cfg.model, "method": str(net.spec), "blocks": net.k,
-        "epochs": len(rows), "epochs_planned": cfg.epochs, "dataset": cfg.dataset,
-        "final_test_acc": accs[-1] if accs else None,
-        "best_test_acc": max(accs) if accs else None,
-        "wall_time_s": wall, "sec_per_step": secs[len(secs) // 2],
-        "params_backbone": sum(p.numel() for p in net.model.parameters()),
-        "params_trainable": sum(p.numel() for p in net.parameters() if p.requires_grad),
-        "device": str(device), "mean": list(data.mean), "std": list(data.std),
-        "num_classes": data.num_classes, "in_chans": data.in_chans,
-        "image_size": list(data.image_size), "torch": torch.__version__,
-    }
-    if device.type == "cuda":
-        out["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
-    return out
 
 
 def resolve_objective(cfg: TrainConfig, model: Any) -> Tuple[str, Dict[str, Any]]:
@@ -187,11 +93,6 @@ def load_net_state(net: LocalNet, state: Dict[str, Any], cfg: TrainConfig, path:
         detail = " ".join(ln.strip() for ln in first[:3])[:240]
         raise ConfigError(f"checkpoint {path} does not fit {cfg.model} {cfg.method} "
                           f"K={cfg.blocks}: {detail}") from None
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN / inf: such a number is written as null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force: bool = False,
@@ -357,7 +258,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
                     raise _stopped(int(signum), saved_at, out)
                 if killed:
                     bar.close()
-                    return _summary(cfg, net, rows, wall, device, data)
+                    return summarize(cfg, net, rows, wall, device, data)
             bar.close()
             if world > 1:
                 with collective("summing the epoch's loss", timeout):
@@ -380,7 +281,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
             if main:
                 try:
                     checkpoint(epoch + 1)
-                    _write_run_files(cfg, net, rows, wall, device, data, out)
+                    write_run_files(cfg, net, rows, wall, device, data, out)
                 except Exception as e:  # reported after the ranks agreed, below
                     error = e
             if world > 1:  # a failure of rank 0 ends every rank, never a lone barrier
@@ -394,23 +295,13 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
                 raise _stopped(int(signum), saved_at, out)
             if stop_after_steps is not None and step >= stop_after_steps:
                 break
-    return _summary(cfg, net, rows, wall, device, data)
+    return summarize(cfg, net, rows, wall, device, data)
 
 
 def _stopped(signum: int, saved_at: str, out: Path) -> Stopped:
     name = signal.Signals(signum).name
     return Stopped(signum, f"stopped by {name}; checkpoint at {saved_at} in {out} "
                            f"(continue with: locallearn train --resume --out {out})")
-
-
-def _write_run_files(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]], wall: float,
-                     device: torch.device, data: ImageData, out: Path) -> None:
-    """metrics.csv, summary.json and curves.png, each written atomically."""
-    _write_metrics(out / "metrics.csv", rows)
-    summary = {k: _finite(v) for k, v in _summary(cfg, net, rows, wall, device, data).items()}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
-              title=f"{cfg.model} on {cfg.dataset}")
 
 
 def load_run(run_dir: Path, device: str = "cpu",

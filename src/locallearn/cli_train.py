@@ -1,0 +1,217 @@
+"""The ``train`` command's options: argparse -> a validated TrainConfig, refusing what
+cannot apply and naming what a resume ignores."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, Dict, List, Sequence
+
+from .config import AMP_CHOICES, TrainConfig
+from .errors import ConfigError
+
+PROG = "locallearn"
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_head_opts(method: str, items: Sequence[str], model: str = "resnet32") -> Dict[str, Any]:
+    """Turn ``KEY=VALUE`` strings into typed head options (types from the defaults)."""
+    from .heads import head_options
+    from .methods import parse_method
+    from .nets import MODELS
+
+    spec = parse_method(method)
+    if not items:
+        return {}
+    head = spec.head
+    if head == "auto":  # the model family's default head
+        from .nets import create_model
+
+        import torch
+
+        MODELS.get(model)
+        with torch.device("meta"):
+            head = create_model(model).default_head
+    defaults = head_options(head) if head else {}
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"head option {item!r} must look like KEY=VALUE")
+        if key not in defaults:
+            raise ConfigError(f"unknown option {key!r} for head {head!r} "
+                              f"(choose from: {', '.join(sorted(defaults)) or 'none'})")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                out[key] = value.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, (tuple, list)):
+                out[key] = tuple(float(v) for v in value.split(","))
+            elif isinstance(default, (int, float)):
+                out[key] = type(default)(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"bad value {value!r} for head option {key!r} "
+                              f"(default {default!r})") from None
+        numbers = out[key] if isinstance(out[key], tuple) else (out[key],)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"head option {key}={value} must be finite")
+    return out
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model with a local-learning method")
+    p.add_argument("--model", default=d.model, help="registered model (see `locallearn list`)")
+    p.add_argument("--method", default=d.method, help="e2e, or HEAD[+ema|+man|+manpp], e.g. infopro+manpp")
+    p.add_argument("--blocks", type=int, default=None, help="K gradient-isolated blocks (e2e: 1)")
+    p.add_argument("--boundaries", type=_int_list, default=None,
+                   help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
+    p.add_argument("--split", default=d.split,
+                   help="equal (same number of units per block) or memory (balance the "
+                        "activations measured by a dry run)")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]]")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+    p.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="training crop size for imagefolder (default 224)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--no-nesterov", action="store_true", help="plain SGD momentum (needed "
+                   "for --momentum 0)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--amp", default=d.amp, help=f"autocast: {', '.join(AMP_CHOICES)}")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N training samples")
+    p.add_argument("--limit-test", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--lb", default=d.lb, help="learnable bias of MAN/MAN++: unit or channel")
+    p.add_argument("--ema-momentum", type=float, default=d.ema_momentum)
+    p.add_argument("--bridge-init", default=d.bridge_init,
+                   help="MAN/MAN++ copies start as a copy of the unit (copy) or freshly "
+                        "initialised, as in the reference code (random)")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute the bridge copies in backward (less memory, more time)")
+    p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="head option, e.g. loss=ce or ixx=5,0.2 (repeatable; see `locallearn list`)")
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--ddp", action="store_true",
+                   help="data parallel over the processes of `torchrun --nproc-per-node N -m locallearn train ...`")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a non-empty --out, replacing its run files "
+                        "(config.json, metrics.csv, summary.json, curves.png, checkpoint.pt)")
+    p.add_argument("--nan-patience", type=int, default=d.nan_patience,
+                   help="steps with a NaN/inf loss tolerated before the run stops with an error")
+    p.add_argument("--dist-timeout", type=float, default=d.dist_timeout,
+                   help="--ddp: seconds a rank waits for its peers before the job ends")
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
+                   help="also checkpoint mid-epoch this often (0: after each epoch only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _not_applicable(a: argparse.Namespace) -> None:
+    """Refuse options that the chosen method cannot use (they would be ignored)."""
+    from .methods import parse_method
+
+    d, spec = TrainConfig(), parse_method(a.method)
+    if spec.is_e2e:
+        given = [f for f, on in (("--blocks", a.blocks not in (None, 1)),
+                                 ("--boundaries", bool(a.boundaries)),
+                                 ("--head-opt", bool(a.head_opt)),
+                                 ("--split", a.split != d.split)) if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)} cannot apply to e2e (one block, no heads); "
+                              "choose a local method, e.g. --method dgl+manpp")
+    bridge_opts = (("--lb", a.lb != d.lb), ("--ema-momentum", a.ema_momentum != d.ema_momentum),
+                   ("--bridge-init", a.bridge_init != d.bridge_init),
+                   ("--recompute", a.recompute))
+    if spec.bridge is None:
+        given = [f for f, on in bridge_opts if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)} set the MAN/MAN++ bridge, which method "
+                              f"{a.method!r} has none of; add one, e.g. "
+                              f"--method {spec.head if spec.head else 'dgl'}+manpp")
+    if spec.bridge == "ema" and a.lb != d.lb:
+        raise ConfigError(f"--lb sets the learnable copy, which {a.method!r} (EMA only) "
+                          "does not have; use +man or +manpp")
+    if a.dist_timeout != d.dist_timeout and not a.ddp:
+        raise ConfigError("--dist-timeout applies to --ddp jobs (launched by torchrun)")
+    if a.boundaries is not None and a.split != d.split:
+        raise ConfigError("--boundaries gives the cuts and --split memory chooses them: "
+                          "pass one of the two")
+    if a.download and a.dataset.partition(":")[0] == "imagefolder":
+        print(f"{PROG}: warning: --download is not used by imagefolder (read from --data-dir)",
+              file=sys.stderr)
+    if a.dataset.partition(":")[0] == "synthetic":
+        for flag, on in (("--data-dir", a.data_dir is not None), ("--download", a.download)):
+            if on:
+                print(f"{PROG}: warning: {flag} is not used by synthetic data (generated)",
+                      file=sys.stderr)
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """Map parsed ``train`` arguments 1:1 onto a TrainConfig."""
+    from .methods import parse_method
+    from .nets import create_model
+
+    spec = parse_method(a.method)
+    _not_applicable(a)
+    blocks = a.blocks
+    if a.boundaries is not None:  # K-1 cut points imply K
+        if not a.boundaries:
+            raise ConfigError("--boundaries needs at least one unit index, e.g. 1,6,11")
+        if blocks is not None and blocks != len(a.boundaries) + 1:
+            raise ConfigError(f"--boundaries {','.join(map(str, a.boundaries))} make "
+                              f"{len(a.boundaries) + 1} blocks but --blocks is {blocks}; "
+                              "pass --boundaries alone")
+        blocks = len(a.boundaries) + 1
+    if blocks is None:
+        if not spec.is_e2e:
+            import torch
+
+            with torch.device("meta"):
+                units = create_model(a.model).num_body_units
+            raise ConfigError(f"method {a.method!r} needs --blocks K (1..{units} for {a.model})")
+        blocks = 1
+    return TrainConfig(
+        model=a.model, method=str(spec), blocks=blocks, dataset=a.dataset, data_dir=a.data_dir,
+        image_size=a.image_size,
+        download=a.download, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+        momentum=a.momentum, nesterov=not a.no_nesterov, weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs,
+        seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
+        augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
+        out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
+        bridge_init=a.bridge_init,
+        head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
+        split=a.split, checkpoint_minutes=a.checkpoint_minutes,
+        eval_batch_size=a.eval_batch_size, nan_patience=a.nan_patience,
+        dist_timeout=a.dist_timeout).validate()
+
+
+#: train options a resume keeps from the command line; the rest come from config.json
+RESUME_OPTIONS = ("out", "resume", "device", "data_dir", "no_progress", "command")
+
+
+def _ignored_on_resume(a: argparse.Namespace) -> List[str]:
+    """The options given with --resume that the saved config overrides."""
+    from .cli import build_parser  # the one parser, whose defaults are the reference
+
+    defaults = vars(build_parser().parse_args(["train", "--out", a.out]))
+    return [f"--{k.replace('_', '-')}" for k, v in vars(a).items()
+            if k not in RESUME_OPTIONS and defaults.get(k) != v]
