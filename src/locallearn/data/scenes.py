@@ -40,14 +40,14 @@ background=0`` for clean scenes.
 
 Defaults: 1..4 items at 0.75..2.5x (21..70 px), ``max_overlap=0.15``, ``tries=24``, ``clutter=3``,
 ``noise=12``, ``background=48``; on Fashion-MNIST that gives about 2.4 objects per scene, boxes
-of about 36 x 38 px and 15% foreground pixels (``scene_stats``).
+of about 36 x 38 px and 15% foreground pixels (``scenes_report.scene_stats``).
 
 Everything is drawn from ``torch.Generator``s seeded from ``seed`` (never the global RNG), one per
 chunk of ``CHUNK`` scenes, so ``make_scenes(..., n=100)`` are the first 100 scenes of
 ``make_scenes(..., n=10000)`` with the same seed. ``fmnist_scenes`` builds train scenes from the
 train items and test scenes from the test items, with different derived seeds.
 
-``python -m locallearn.data.scenes --n 1000 --png out.png`` prints statistics and draws 8 scenes.
+``python -m locallearn.data.scenes_report --n 1000 --png out.png`` prints statistics and draws 8 scenes.
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..nets.checks import as_int
 
 NUM_CLASSES = 10
 IGNORE_INDEX = 255  # the segmentation ignore value; never written by this generator
@@ -141,12 +142,6 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 def _describe(t: Any) -> str:
     return f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-
-
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ConfigError(f"{name} must be an integer >= {lo} (got {v!r})")
-    return int(v)
 
 
 def _first_last(any_: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -317,12 +312,12 @@ def make_scenes(items_x: torch.Tensor, items_y: torch.Tensor, n: int, *, size: i
     if not isinstance(items_y, torch.Tensor) or items_y.dim() != 1 or len(items_y) != len(items_x) \
             or items_y.dtype.is_floating_point or items_y.dtype == torch.bool:
         raise ConfigError(f"items_y must be an integer tensor [{len(items_x)}] (got {_describe(items_y)})")
-    n = _check_int("n", n, 0)
-    size = _check_int("size", size, 8)
-    max_items = _check_int("max_items", max_items, 1)
-    tries = _check_int("tries", tries, 1)
-    clutter = _check_int("clutter", clutter, 0)
-    num_classes = _check_int("num_classes", num_classes, 1)
+    n = as_int("n", n, 0)
+    size = as_int("size", size, 8)
+    max_items = as_int("max_items", max_items, 1)
+    tries = as_int("tries", tries, 1)
+    clutter = as_int("clutter", clutter, 0)
+    num_classes = as_int("num_classes", num_classes, 1)
     if num_classes > 254:  # mask ids 1..num_classes must stay below the ignore value 255
         raise ConfigError(f"num_classes must be <= 254 (got {num_classes})")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -338,7 +333,7 @@ def make_scenes(items_x: torch.Tensor, items_y: torch.Tensor, n: int, *, size: i
     for name, v, top in (("max_overlap", max_overlap, math.inf), ("background", background, 255)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= top:
             raise ConfigError(f"{name} must be a number in [0, {top}] (got {v!r})")
-    noise = _check_int("noise", noise, 0)
+    noise = as_int("noise", noise, 0)
     if noise > 127:
         raise ConfigError(f"noise must be an integer in 0..127 (got {noise})")
     pool = items_x.reshape(len(items_x), *items_x.shape[-2:])
@@ -396,76 +391,3 @@ def fmnist_scenes(data_dir: Optional[str] = None, n_train: int = 10_000, n_test:
     for sc, split in ((train, "train"), (test, "test")):
         sc.config.update({"dataset": "fmnist-scenes", "split": split, "base_seed": int(seed), "source": raw.source})
     return train, test
-
-
-def scene_stats(sc: Scenes) -> Dict[str, Any]:
-    """Objects per scene, box sizes and the foreground share of a scene set."""
-    k = torch.tensor([len(b) for b in sc.boxes], dtype=torch.float64)
-    allb = torch.cat(sc.boxes) if len(sc.boxes) else torch.zeros(0, 4)
-    w, h = allb[:, 2] - allb[:, 0], allb[:, 3] - allb[:, 1]
-    fg = (sc.masks > 0).double().mean(dim=(1, 2))
-    lab = torch.cat(sc.labels) if len(sc.labels) else torch.zeros(0, dtype=torch.int64)
-    counts = torch.bincount(k.long(), minlength=1).tolist()
-    return {"scenes": len(sc), "objects": int(k.sum()), "objects_per_scene": float(k.mean()),
-            "scenes_by_objects": {i: c for i, c in enumerate(counts) if c}, "box_w": float(w.mean()),
-            "box_h": float(h.mean()), "box_side_min": float(torch.minimum(w, h).min()) if len(w) else 0.0,
-            "box_side_max": float(torch.maximum(w, h).max()) if len(w) else 0.0,
-            "foreground": float(fg.mean()), "foreground_min": float(fg.min()), "foreground_max": float(fg.max()),
-            "class_counts": torch.bincount(lab, minlength=sc.num_classes).tolist()}
-
-
-def save_grid(sc: Scenes, path: str, count: int = 8) -> None:
-    """A PNG of ``count`` scenes (with boxes) beside their masks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
-
-    colours = ["#000000"] + list(plt.get_cmap("tab10").colors)
-    cmap = ListedColormap(colours)
-    count = min(count, len(sc))
-    cols = 4  # two (scene, mask) pairs per row
-    rows = math.ceil(count / 2)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.6 + 0.8), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(count):
-        a_img, a_mask = axes[i // 2, 2 * (i % 2)], axes[i // 2, 2 * (i % 2) + 1]
-        a_img.imshow(sc.images[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
-        for b, lab in zip(sc.boxes[i].tolist(), sc.labels[i].tolist()):
-            a_img.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
-                                      edgecolor=colours[lab + 1], linewidth=1.2))
-        a_img.set_title(f"scene {i}", fontsize=8)
-        a_mask.imshow(sc.masks[i].numpy(), cmap=cmap, vmin=0, vmax=len(colours) - 1, interpolation="nearest")
-        a_mask.set_title("mask", fontsize=8)
-    handles = [Patch(color=colours[c + 1], label=f"{c + 1}: {sc.class_names[c]}") for c in range(sc.num_classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _main(argv: Optional[Sequence[str]] = None) -> None:
-    import argparse
-    import json
-    import time
-
-    ap = argparse.ArgumentParser(prog="python -m locallearn.data.scenes", description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=1000, help="train scenes to generate")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--png", default=None, help="write a grid of 8 scenes and masks here")
-    args = ap.parse_args(argv)
-    t = time.perf_counter()
-    train, _ = fmnist_scenes(args.data_dir, n_train=args.n, n_test=1, seed=args.seed)
-    print(f"{args.n} train scenes in {time.perf_counter() - t:.2f} s")
-    print(json.dumps(scene_stats(train), indent=1))
-    if args.png:
-        save_grid(train, args.png)
-        print(f"wrote {args.png}")
-
-
-if __name__ == "__main__":
-    _main()
