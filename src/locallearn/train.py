@@ -232,7 +232,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
                 net.ema_update()
                 finite = torch.isfinite(losses).all()
                 bad += ~finite
-                loss_sum += torch.where(finite, losses[-1], torch.zeros_like(losses[-1]))
+                loss_sum += torch.where(finite, losses[-1], 0.0)  # the mean of finite steps
                 step += 1
                 last = i + 1 == len(train)
                 killed = stop_after_steps is not None and step >= stop_after_steps and not last
