@@ -1,17 +1,22 @@
-"""FeatureBank: detached per-batch features that auxiliary heads may read."""
+"""FeatureBank: per-batch features that later units and auxiliary heads may read."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 
 class FeatureBank:
-    """Holds the normalised input image and derived views, made once per batch.
+    """The input image and named features written by units, made once per batch.
+
+    A unit writes its output with ``write(name, h)``; a later unit or head reads it
+    with ``read(name)`` (``"image"`` is the network input, always there). Inside one
+    block a feature keeps its graph, so K=1 is exact backprop; ``seal()`` at a block
+    boundary detaches everything written so far, so a later block or head never sends
+    a gradient back across the boundary (for skips too).
 
     ``image01`` (the de-normalised image in [0, 1], the reconstruction target of
     InfoPro) is computed on first use and cached, so K-1 heads share one copy.
-    Other detached features can be stored with ``put`` / read with ``get``.
     """
 
     def __init__(self, image: torch.Tensor, mean: Optional[Sequence[float]] = None,
@@ -21,6 +26,7 @@ class FeatureBank:
         self._std = std
         self._image01: Optional[torch.Tensor] = None
         self._store: Dict[str, torch.Tensor] = {}
+        self._open: List[str] = []  # written since the last seal: still attached
 
     @property
     def image01(self) -> torch.Tensor:
@@ -35,8 +41,35 @@ class FeatureBank:
             self._image01 = img.clamp(0.0, 1.0)
         return self._image01
 
+    def write(self, name: str, value: torch.Tensor) -> None:
+        """Store ``value`` (attached until the next ``seal``) under ``name``."""
+        if name == "image":
+            raise ValueError("'image' is the network input; a unit cannot overwrite it")
+        self._store[name] = value
+        self._open.append(name)
+
+    def read(self, name: str) -> torch.Tensor:
+        """The feature ``name``: attached if written in the current block, else detached."""
+        if name == "image":
+            return self.image
+        try:
+            return self._store[name]
+        except KeyError:
+            raise KeyError(f"the feature bank holds no {name!r} (it holds: image"
+                           f"{''.join(', ' + n for n in self._store)})") from None
+
+    def seal(self) -> None:
+        """A block boundary: every feature written so far is detached from now on."""
+        for name in self._open:
+            self._store[name] = self._store[name].detach()
+        self._open.clear()
+
+    def names(self) -> List[str]:
+        return ["image", *self._store]
+
     def put(self, name: str, value: torch.Tensor) -> None:
+        """Store a feature already detached (e.g. one a head computes for later heads)."""
         self._store[name] = value.detach()
 
     def get(self, name: str) -> torch.Tensor:
-        return self._store[name]
+        return self.read(name)

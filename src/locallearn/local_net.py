@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .bank import FeatureBank
@@ -14,7 +13,8 @@ from .heads import HeadContext, build_head
 from .methods import MethodSpec, list_methods, parse_method
 from .momentum import INITS, LB_KINDS, MomentumBridge, ema_update
 from .nets.checks import as_float, as_floats, as_int, as_size
-from .nets.units import UnitNet
+from .nets.units import UnitNet, run_unit
+from .tasks import get_task
 from .measure.memory import unit_activation_costs
 from .split import balanced_split, split
 
@@ -67,6 +67,7 @@ class LocalNet(nn.Module):
         mean, std = _check_normalisation(mean, std, model.in_chans)
         self.spec = spec
         self.model = model
+        self.task = get_task(model.task)
         head_family = model.default_head if spec.head == "auto" else spec.head
         if head_family == model.default_head:  # the family's recipe, overridable per option
             head_opts = {**model.default_head_opts, **(head_opts or {})}
@@ -106,14 +107,16 @@ class LocalNet(nn.Module):
                                               spec.bridge, lb, recompute, info[nxt].layout,
                                               lb_units=list(lb_units) if model.lb_depth > 1 else (),
                                               init=bridge_init))
-                seen = info[nxt]
+                first_rest = nxt + 1  # the bridge stands in for the next block's first unit
             else:
-                seen = info[self.ranges[j][1] - 1]
+                first_rest = nxt
+            seen = info[first_rest - 1]
             ctx = HeadContext(info=seen, index=j, num_heads=k - 1,
                               num_classes=model.num_classes, image_size=tuple(image_size),
                               image_channels=model.in_chans,
                               stage=reductions.index(seen.reduction) + 1,
-                              num_stages=len(reductions))
+                              num_stages=len(reductions), task=self.task,
+                              rest=tuple(zip(model.units[first_rest:], info[first_rest:])))
             self.head_contexts.append(ctx)
             heads.append(build_head(str(head_family), ctx, **(head_opts or {})))
         self.heads = nn.ModuleList(heads)
@@ -135,6 +138,11 @@ class LocalNet(nn.Module):
         self._check_images(x)
         return self.model(x)
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The task's prediction for ``x`` (class indices, per-pixel class ids, ...)."""
+        return self.task.predict(self(x), tuple(x.shape[-2:]))
+
     def block_losses(self, x: torch.Tensor, y: torch.Tensor,
                      bank: Optional[FeatureBank] = None) -> Iterator[Tuple[int, torch.Tensor]]:
         """Yield ``(j, loss_j)`` block by block; the caller backpropagates each.
@@ -145,51 +153,27 @@ class LocalNet(nn.Module):
         """
         y = self._check_batch(x, y)
         bank = bank if bank is not None else FeatureBank(x, self.mean, self.std)
-        for j, h in self._walk(x, cut=True):
+        for j, h in self._walk(x, cut=True, bank=bank):
             if j == self.k - 1:
-                yield j, F.cross_entropy(h, y)
+                yield j, self.task.loss(h, y)
             else:
                 yield j, self.heads[j](self._head_input(j, h), y, bank)
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Validate a training batch; return ``y`` as int64 class indices.
+        """Validate a training batch; return ``y`` as the task's criterion wants it.
 
         Raises ConfigTypeError / ConfigError naming ``x`` or ``y`` for what would otherwise
         fail deep inside (a uint8 or int image, wrong channels or dims, float labels,
         lengths that differ), give NaN losses (an empty batch) or, on CUDA, a device-side
-        assert that kills the process (labels out of range).
-
-        Everything but the label range reads only metadata: free, no host sync. The range
-        check is a reduction whose result the host must read, so it runs only for labels in
-        host memory (a cheap pass over B ints, no device sync). Labels on an accelerator are
-        not range-checked here: reading ``y.min()/y.max()`` back would be one device->host
-        sync per step in a loop that is otherwise sync-free (train_step returns its losses
-        without one). The CLI's datasets validate their labels once, when loaded.
+        assert that kills the process (labels out of range). The target's checks are the
+        task's (``Task.check_target``), which reads no device memory back: no host sync.
         """
         self._check_images(x)
-        if not isinstance(y, torch.Tensor):
-            raise ConfigTypeError(f"y must be a torch.Tensor of class indices, got "
-                                  f"{type(y).__name__}")
-        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-            raise ConfigTypeError(f"y must hold integer class indices (torch.int64), got "
-                                  f"{y.dtype}; use y.long() if it holds whole numbers")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ConfigError(f"y must be a 1-D tensor of one label per sample, x has "
-                              f"{x.shape[0]} samples but y has shape {tuple(y.shape)}")
-        if y.device != x.device:
-            raise ConfigError(f"x is on {x.device} but y on {y.device}; move both to one device")
         if x.shape[0] == 1 and self.training and any(
                 isinstance(m, nn.BatchNorm1d) for m in self.modules()):
             raise ConfigError("x holds 1 sample, but training BatchNorm1d layers (e.g. the dgl "
                               "head's) needs at least 2 samples per batch")
-        if y.device.type == "cpu":
-            lo, hi = (int(v) for v in torch.aminmax(y))
-            classes = self.model.num_classes
-            if lo < 0 or hi >= classes:
-                bad = lo if lo < 0 else hi
-                raise ConfigError(f"y holds label {bad}, outside the model's classes 0.."
-                                  f"{classes - 1} (num_classes={classes})")
-        return y if y.dtype == torch.int64 else y.long()
+        return self.task.check_target(y, x, self.model.num_classes)
 
     def _check_images(self, x: torch.Tensor) -> None:
         """``x`` must be a non-empty floating-point [B, C, H, W] batch on the model's device,
@@ -219,16 +203,24 @@ class LocalNet(nn.Module):
                 raise ConfigTypeError(f"x is {x.dtype} but the model's parameters are "
                                       f"{param.dtype}; use x.to({param.dtype}) (or autocast)")
 
-    def _walk(self, x: torch.Tensor, cut: bool) -> Iterator[Tuple[int, torch.Tensor]]:
+    def _walk(self, x: torch.Tensor, cut: bool,
+              bank: Optional[FeatureBank] = None) -> Iterator[Tuple[int, torch.Tensor]]:
         """Yield ``(j, output of block j)``; with ``cut`` the next block starts from it
-        detached, taken when the caller resumes the generator (after its backward)."""
+        detached and the bank is sealed (its features detached too), both taken when the
+        caller resumes the generator (after its backward)."""
+        if bank is None and self.model.uses_bank:
+            bank = FeatureBank(x, self.mean, self.std)
+        info = self.model.unit_info
         h = x
         for j in range(self.k):
-            for unit in self.block_units(j):
-                h = unit(h)
+            start = self.ranges[j][0]
+            for i, unit in enumerate(self.block_units(j), start=start):
+                h = run_unit(unit, info[i], h, bank)
             yield j, h
             if cut:
                 h = h.detach()
+                if bank is not None:
+                    bank.seal()
 
     def _head_input(self, j: int, h: torch.Tensor) -> torch.Tensor:
         """What head j reads: block j's output, through bridge j under MAN/MAN++."""

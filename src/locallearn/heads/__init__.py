@@ -33,6 +33,12 @@ def build_head(name: str, ctx: HeadContext, **opts: Any) -> AuxHead:
         fits = [n for n in HEADS.names() if ctx.info.layout in getattr(HEADS.get(n), "layouts", ("maps",))]
         raise ConfigError(f"head {name!r} reads {'/'.join(layouts)} but unit {ctx.info.name!r} "
                           f"outputs {ctx.info.layout}; use one of: {', '.join(fits)}")
+    tasks = getattr(builder, "tasks", None)
+    if tasks is not None and ctx.task.name not in tasks:
+        fits = [n for n in HEADS.names() if getattr(HEADS.get(n), "tasks", None) is None
+                or ctx.task.name in HEADS.get(n).tasks]
+        raise ConfigError(f"head {name!r} serves {'/'.join(tasks)} only, not "
+                          f"{ctx.task.name}; for {ctx.task.name} use one of: {', '.join(fits)}")
     defaults = {p.name: p.default for p in _option_params(name)}
     for key in opts:
         if key not in defaults:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 from ..bank import FeatureBank
 from ..nets.units import UnitInfo
 from ..registry import Registry
+from ..tasks import Task, get_task
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class HeadContext:
         image_channels: channels of the network input.
         stage: 1-based index of the resolution stage of ``info`` (for stage-wise schedules).
         num_stages: number of distinct resolutions in the backbone.
+        task: the network's task: its ``predictor`` ends every head, its ``loss`` trains it.
+        rest: ``(unit, info)`` of every unit after the one the head reads, up to and with
+            the task unit (what an ``slm`` head makes its reduced copy of).
     """
 
     info: UnitInfo
@@ -36,6 +40,8 @@ class HeadContext:
     image_channels: int
     stage: int = 1
     num_stages: int = 1
+    task: Task = field(default_factory=lambda: get_task("classification"))
+    rest: Tuple[Tuple[nn.Module, UnitInfo], ...] = ()
 
     @property
     def feature_size(self) -> Tuple[int, int]:
@@ -49,6 +55,8 @@ class AuxHead(nn.Module):
 
     #: feature layouts (UnitInfo.layout) the family can read
     layouts: Tuple[str, ...] = ("maps",)
+    #: tasks the family can serve (None: every task, through the task's predictor)
+    tasks: Optional[Tuple[str, ...]] = None
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:  # pragma: no cover - abstract

@@ -18,6 +18,8 @@ class DGLHead(AuxHead):
     """Pool to <= 8x8, ``conv_layers`` x (1x1 conv, BN, ReLU), global pool,
     ``mlp_layers`` x (Linear, BN1d, ReLU), Linear to classes; cross-entropy."""
 
+    tasks = ("classification",)
+
     def __init__(self, ctx: HeadContext, conv_width: int = 128, mlp_width: int = 512,
                  conv_layers: int = 3, mlp_layers: int = 3) -> None:
         super().__init__()

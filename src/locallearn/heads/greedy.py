@@ -1,26 +1,26 @@
-"""Greedy supervised learning head: global average pool + one linear classifier."""
+"""Greedy supervised learning head: the task's predictor alone on the block's features."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..bank import FeatureBank
-from ..nets.pool import spatial_mean
 from .base import HEADS, AuxHead, HeadContext
 
 
 @HEADS.register("greedy")
 class GreedyHead(AuxHead):
-    """``Linear(C, num_classes)`` on globally pooled features, cross-entropy."""
+    """The task predictor and the task's loss: for classification a linear classifier on
+    globally pooled features and cross-entropy; for segmentation a conv predictor of
+    per-pixel scores and pixel-wise cross-entropy."""
 
     def __init__(self, ctx: HeadContext) -> None:
         super().__init__()
-        self.fc = nn.Linear(ctx.info.channels, ctx.num_classes)
+        self.task = ctx.task
+        self.fc = ctx.task.predictor(ctx.info.channels, ctx.num_classes)  # "fc": checkpoint keys
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(spatial_mean(features))
+        return self.fc(features)
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:
-        return F.cross_entropy(self.logits(features), target)
+        return self.task.loss(self.logits(features), target)

@@ -117,6 +117,10 @@ class InfoProHead(AuxHead):
     ``ixx`` / ``ixy`` are (start, end) pairs interpolated over the heads by
     ``interp`` ("block" or "stage", see ``base.interpolate``); the resolved
     weights of this head are ``self.ixx`` / ``self.ixy``.
+
+    For a task other than classification the classifier is the task's own predictor and
+    loss (``loss``, ``classifier``, ``feature_dim``, ``temperature`` and ``max_width``
+    then have no effect): reconstruction decoder + task predictor.
     """
 
     def __init__(self, ctx: HeadContext, ixx: Tuple[float, float] = (5.0, 0.2),
@@ -139,14 +143,24 @@ class InfoProHead(AuxHead):
         self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp)
         self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp)
         self.decoder = Decoder(ctx, widen, decoder)
-        self.classifier = Classifier(ctx, classifier, loss, widen, feature_dim, temperature,
-                                     max_width)
+        self.task = ctx.task
+        if ctx.task.name == "classification":
+            self.classifier: nn.Module = Classifier(ctx, classifier, loss, widen, feature_dim,
+                                                    temperature, max_width)
+            self._scores = loss == "ce"
+        else:
+            self.classifier = ctx.task.predictor(ctx.info.channels, ctx.num_classes)
+            self._scores = True
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,
                 bank: FeatureBank) -> torch.Tensor:
         recon = self.decoder.loss(features, bank.image01)
-        return self.ixx * recon + self.ixy * self.classifier.loss(features, target)
+        if isinstance(self.classifier, Classifier):
+            task_loss = self.classifier.loss(features, target)
+        else:
+            task_loss = self.task.loss(self.classifier(features), target)
+        return self.ixx * recon + self.ixy * task_loss
 
     def logits(self, features: torch.Tensor) -> Optional[torch.Tensor]:
-        """The classifier's scores when it is trained with CE (SupCon has no classes)."""
-        return self.classifier(features) if self.classifier.loss_mode == "ce" else None
+        """The predictor's scores (None for a SupCon classifier: it has no classes)."""
+        return self.classifier(features) if self._scores else None

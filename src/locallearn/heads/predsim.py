@@ -25,6 +25,8 @@ def pool_side(channels: int, size: Tuple[int, int], max_features: int) -> Tuple[
 class PredSimHead(AuxHead):
     """``(1-beta) * CE(pred) + beta * MSE(S(conv(features)), S(one-hot labels))``."""
 
+    tasks = ("classification",)
+
     def __init__(self, ctx: HeadContext, beta: float = 0.99, max_features: int = 2048) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0 or max_features < 1:

@@ -13,6 +13,8 @@ from .base import HEADS, AuxHead, HeadContext
 class VitHead(AuxHead):
     """``CE(Linear(LayerNorm(tokens[:, 0])), y)`` for [B, N, D] token features."""
 
+    tasks = ("classification",)
+
     layouts = ("tokens",)
 
     def __init__(self, ctx: HeadContext) -> None:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # the bank imports nothing from nets; only the type is needed here
+    from ..bank import FeatureBank
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,11 @@ class UnitInfo:
     ``kind`` is ``"body"`` for units that may start or end a block and ``"head"`` for
     the task classifier, which always joins the last block. ``layout`` is ``"maps"``
     for [B, C, H, W] outputs and ``"tokens"`` for [B, N, C] (transformers).
+
+    The feature bank: a unit with ``writes="low"`` stores its output under that name; a
+    unit with ``reads=("low",)`` is called ``unit(h, bank["low"])`` (names in order;
+    ``"image"`` is the network input, always there). A read across a block boundary is
+    detached (``FeatureBank.seal``), inside one block it keeps its graph.
     """
 
     name: str
@@ -22,6 +30,23 @@ class UnitInfo:
     reduction: int
     kind: str = "body"
     layout: str = "maps"
+    reads: Tuple[str, ...] = ()
+    writes: Optional[str] = None
+
+
+def run_unit(unit: nn.Module, info: UnitInfo, h: torch.Tensor,
+             bank: Optional["FeatureBank"]) -> torch.Tensor:
+    """``unit(h)``, given the bank features it reads, storing its output if it writes one."""
+    if info.reads:
+        if bank is None:
+            raise ValueError(f"unit {info.name!r} reads {list(info.reads)} from the feature "
+                             "bank but none was given")
+        h = unit(h, *(bank.read(name) for name in info.reads))
+    else:
+        h = unit(h)
+    if info.writes is not None and bank is not None:
+        bank.write(info.writes, h)
+    return h
 
 
 class UnitNet(nn.Module):
@@ -39,11 +64,14 @@ class UnitNet(nn.Module):
     default_head_opts: Dict[str, object] = {}
     #: units the learnable copy of a MAN/MAN++ bridge spans (ViT reference: 2)
     lb_depth: int = 1
+    #: the task the last unit's output serves (a name in ``locallearn.tasks.TASKS``)
+    task: str = "classification"
 
     def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
                  in_chans: int, num_classes: int, source: Optional[nn.Module] = None,
                  default_head: Optional[str] = None,
-                 default_head_opts: Optional[Dict[str, object]] = None) -> None:
+                 default_head_opts: Optional[Dict[str, object]] = None,
+                 task: Optional[str] = None) -> None:
         super().__init__()
         if len(units) != len(unit_info):
             raise ValueError("units and unit_info differ in length")
@@ -57,6 +85,16 @@ class UnitNet(nn.Module):
             self.default_head = default_head
         if default_head_opts is not None:
             self.default_head_opts = dict(default_head_opts)
+        if task is not None:
+            self.task = task
+        known = {"image"}
+        for info in self.unit_info:  # a read must name a feature written before it
+            missing = [n for n in info.reads if n not in known]
+            if missing:
+                raise ValueError(f"unit {info.name!r} reads {missing} from the feature bank "
+                                 f"but no earlier unit writes it (written: {sorted(known)})")
+            if info.writes is not None:
+                known.add(info.writes)
         # The user's original module, whose parameters the units share. Kept outside the
         # module tree (no duplicate state_dict keys); its state_dict is the export format.
         object.__setattr__(self, "source", source)
@@ -70,7 +108,15 @@ class UnitNet(nn.Module):
         """Units that blocks are cut from (all but the task head)."""
         return len(self.units) - 1
 
+    @property
+    def uses_bank(self) -> bool:
+        """Whether any unit reads a bank feature (else no bank is made at inference)."""
+        return any(info.reads for info in self.unit_info)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for unit in self.units:
-            x = unit(x)
+        from ..bank import FeatureBank
+
+        bank = FeatureBank(x) if self.uses_bank else None
+        for unit, info in zip(self.units, self.unit_info):
+            x = run_unit(unit, info, x, bank)
         return x
