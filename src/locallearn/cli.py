@@ -38,16 +38,16 @@ def cmd_train(a: argparse.Namespace) -> int:
         dist.destroy_process_group()
         if rank != 0:  # rank 0 reports
             return 0
-    print(json.dumps({k: summary[k] for k in ("model", "method", "blocks", "epochs",
-                                              "final_test_acc", "best_test_acc",
-                                              "wall_time_s")}, indent=2))
+    keys = ["model", "method", "blocks", "epochs",
+            *(k for k in summary if k.startswith(("final_test_", "best_test_"))), "wall_time_s"]
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .run_dir import check_new_file
-    from .train import evaluate, head_report, load_run
+    from .train import evaluate_metrics, head_report, load_run
 
     if a.json and not a.heads:
         raise ConfigError("--json writes the per-block rows of --heads; add --heads")
@@ -56,17 +56,20 @@ def cmd_eval(a: argparse.Namespace) -> int:
     cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
     device = resolve_device(a.device)
     batches = data.test_batches(cfg.eval_batch_size, device)
+    primary = net.task.primary
     if not a.heads:
-        acc = evaluate(net, batches, device)
-        print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: "
-              f"{100 * acc:.2f}%")
+        scores = evaluate_metrics(net, batches, device)
+        shown = (f"{100 * scores['acc']:.2f}%" if list(scores) == ["acc"] else
+                 "  ".join(f"{k} {100 * v:.2f}%" for k, v in scores.items()))
+        print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: {shown}")
         return 0
     rows = head_report(net, batches, device)
-    print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test accuracy of each "
-          f"block's classifier (the last is the network's)")
-    print(f"{'block':>5}  {'units':>7}  {'test acc %':>10}  {'bridge scale':>12}  {'EMA lag':>7}")
+    print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test {primary} of each "
+          f"block's predictor (the last is the network's)")
+    title = f"test {primary} %"
+    print(f"{'block':>5}  {'units':>7}  {title:>10}  {'bridge scale':>12}  {'EMA lag':>7}")
     for r in rows:
-        acc, s, lag = r["test_acc"], r["bridge_scale"], r["ema_lag"]
+        acc, s, lag = r[f"test_{primary}"], r["bridge_scale"], r["ema_lag"]
         units = f"{r['units'][0]}-{r['units'][1] - 1}"
         print(f"{r['block']:>5}  {units:>7}  {'-' if acc is None else f'{100 * acc:.2f}':>10}  "
               f"{'-' if s is None else f'{s:.3f}':>12}  {'-' if lag is None else f'{lag:.3f}':>7}")

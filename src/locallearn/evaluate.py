@@ -21,50 +21,57 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 @torch.no_grad()
-def evaluate(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, amp: str = "none") -> float:
-    """Top-1 accuracy of the backbone (heads unused) on ``batches``."""
+def evaluate_metrics(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                     device: torch.device, amp: str = "none") -> Dict[str, float]:
+    """The task's metric of the backbone (heads unused) over all of ``batches``:
+    ``{"acc"}`` for classification, ``{"miou", "mean_acc", "pixel_acc"}`` for segmentation."""
     was_training = net.training
     net.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    count = 0
+    metric = net.task.metric(net.model.num_classes, device)
     with autocast(device, amp):
         for x, y in batches:
-            correct += (net(x).argmax(1) == y).sum()
-            count += y.numel()
+            metric.update(net(x), y)
     net.train(was_training)
-    return correct.item() / max(1, count)
+    return metric.compute()
+
+
+def evaluate(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+             device: torch.device, amp: str = "none") -> float:
+    """The task's primary metric of the backbone (top-1 accuracy, mIoU, ...)."""
+    return evaluate_metrics(net, batches, device, amp)[net.task.primary]
 
 
 @torch.no_grad()
 def evaluate_heads(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
                    device: torch.device, amp: str = "none") -> List[Optional[float]]:
-    """Top-1 accuracy of every block's classifier (``LocalNet.head_logits``); None for
-    heads without class scores. The last entry is the network's own accuracy."""
+    """The task's primary metric of every block's predictor (``LocalNet.head_logits``):
+    top-1 accuracy, mIoU, ...; None for heads without one (a SupCon head). The last entry
+    is the network's own."""
     was_training = net.training
     net.eval()
-    correct = torch.zeros(net.k, dtype=torch.long, device=device)
+    metrics = [net.task.metric(net.model.num_classes, device) for _ in range(net.k)]
     has = [True] * net.k
-    count = 0
     with autocast(device, amp):
         for x, y in batches:
             for j, scores in enumerate(net.head_logits(x)):
                 if scores is None:
                     has[j] = False
                 else:
-                    correct[j] += (scores.argmax(1) == y).sum()
-            count += y.numel()
+                    metrics[j].update(scores, y)
     net.train(was_training)
-    return [c / max(1, count) if ok else None for c, ok in zip(correct.tolist(), has)]
+    return [m.compute()[net.task.primary] if ok else None for m, ok in zip(metrics, has)]
 
 
 def head_report(net: LocalNet, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
                 device: torch.device) -> List[Dict[str, Any]]:
-    """One row per block: its units, its classifier's test accuracy (``evaluate_heads``),
-    and for the bridge after it MAN++'s scale and the EMA copy's lag (None where absent)."""
+    """One row per block: its units, its predictor's test metric (``evaluate_heads``; the
+    key is ``test_<primary>``, e.g. ``test_acc``), and for the bridge after it MAN++'s
+    scale and the EMA copy's lag (None where absent)."""
     accs = evaluate_heads(net, batches, device)
     pad = [None] * (net.k - len(net.bridges))  # no bridge after the last block (or any)
     scales = net.bridge_scales() + pad
     lags: List[Optional[float]] = [*net.ema_lags(), *pad]
-    return [dict(block=j, units=list(net.ranges[j]), test_acc=acc, bridge_scale=s, ema_lag=lag)
+    key = f"test_{net.task.primary}"
+    return [{"block": j, "units": list(net.ranges[j]), key: acc, "bridge_scale": s,
+             "ema_lag": lag}
             for j, (acc, s, lag) in enumerate(zip(accs, scales, lags))]

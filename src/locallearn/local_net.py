@@ -228,15 +228,24 @@ class LocalNet(nn.Module):
 
     @torch.no_grad()
     def head_logits(self, x: torch.Tensor) -> List[Optional[torch.Tensor]]:
-        """What each block's classifier says about ``x``: head j's class scores for
-        j < K-1 (None where the head has none), the network's output for the last.
+        """What each block's predictor says about ``x``: head j's scores (class scores,
+        pixel logits) for j < K-1 (None where the head has none), the network's output
+        for the last.
 
         Layer-wise accuracy of these is the papers' diagnostic of how much each
         local objective has learned (and of what MAN++'s bridge adds to it).
         """
         self._check_images(x)
-        return [h if j == self.k - 1 else self.heads[j].logits(self._head_input(j, h))
-                for j, h in self._walk(x, cut=False)]
+        bank = FeatureBank(x, self.mean, self.std)
+        out: List[Optional[torch.Tensor]] = []
+        for j, h in self._walk(x, cut=False, bank=bank):
+            if j == self.k - 1:
+                out.append(h)
+                continue
+            head, inp = self.heads[j], self._head_input(j, h)
+            out.append(head.logits(inp, bank) if getattr(head, "needs_bank", False)
+                       else head.logits(inp))
+        return out
 
     def bridge_scales(self) -> List[Optional[float]]:
         """MAN++'s learned scale s_j per boundary (None for bridges without one)."""

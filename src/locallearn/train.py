@@ -26,9 +26,10 @@ from .methods import parse_method
 from .optim import BlockOptimizers
 from .parallel import allreduce_grads, any_rank, collective, init_distributed
 from .nets import create_model
-from .evaluate import autocast, evaluate, evaluate_heads, head_report  # noqa: F401 (API)
+from .evaluate import autocast, evaluate, evaluate_heads, evaluate_metrics, head_report  # noqa: F401
 from .run_files import METRIC_FIELDS, summarize, write_run_files  # noqa: F401 (API)
 from .run_dir import CONFIG, prepare_run_dir, remove_stale_temps
+from .tasks import check_same_task
 from .stop import NonFiniteLoss, PeerError, Stopped, StopSignals
 from .version import __version__
 
@@ -36,6 +37,7 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     """The backbone and its LocalNet for ``cfg`` on ``data`` (on CPU)."""
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          image_size=data.image_size)
+    check_same_task(model.task, getattr(data, "task", "classification"), cfg.model, cfg.dataset)
     # JSON turns tuples into lists: give the heads back the tuples they were built with
     head_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.head_opts.items()}
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
@@ -268,15 +270,17 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
             check_finite(f"the end of epoch {epoch + 1}", nbad)
             train_loss = loss_sum.item() / len(train)
             seconds = time.perf_counter() - t0
-            acc = evaluate(net, test, device, cfg.amp)  # every rank: no one waits idle
+            # every rank evaluates: no one waits idle
+            scores = evaluate_metrics(net, test, device, cfg.amp)
             wall += time.perf_counter() - t0
-            rows.append({"epoch": epoch + 1, "train_loss": train_loss, "test_acc": acc,
+            rows.append({"epoch": epoch + 1, "train_loss": train_loss,
+                         **{f"test_{name}": v for name, v in scores.items()},
                          "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
                          "sec_per_step": seconds / len(train)})
             if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
+                shown = "  ".join(f"test_{n} {100 * v:.2f}%" for n, v in scores.items())
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
-                           f"train_loss {train_loss:.4f}  test_acc {100 * acc:.2f}%  "
-                           f"{seconds:.1f}s")
+                           f"train_loss {train_loss:.4f}  {shown}  {seconds:.1f}s")
             error: Optional[BaseException] = None
             if main:
                 try:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 from ..errors import ConfigError, ConfigTypeError, choice_error
 from ..nets.checks import as_float, as_int
 from .base import HEADS, AuxHead, HeadContext, interpolate
-from . import dgl, greedy, infopro, predsim, vit  # noqa: F401  (register the families)
+from . import dgl, greedy, infopro, predsim, slm, vit  # noqa: F401  (register the families)
 from .losses import supcon_loss
 
 __all__ = ["HEADS", "AuxHead", "HeadContext", "build_head", "head_options",
