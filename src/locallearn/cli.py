@@ -29,7 +29,15 @@ def cmd_train(a: argparse.Namespace) -> int:
                   f"{', '.join(ignored)} (a resumed run keeps its recipe)", file=sys.stderr)
     else:
         cfg = config_from_args(a)
-        create_model(cfg.model)  # fail fast on an unknown model before loading data
+        import torch
+
+        from .methods import check_method_task
+
+        with torch.device("meta"):  # fail fast on an unknown model before loading data
+            model = create_model(cfg.model)
+        # a head family that cannot serve the model's task: refused before --force
+        # deletes anything or data is loaded
+        check_method_task(cfg.method, model.default_head, model.task)
     summary = fit(cfg, resume=a.resume, progress=not a.no_progress, force=a.force)
     import torch.distributed as dist
 
@@ -101,17 +109,28 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_list(a: argparse.Namespace) -> int:
     from .data import list_datasets
     from .heads import HEADS, head_options
-    from .methods import list_methods
+    from .methods import methods_for_task
     from .nets import create_model, list_models
+    from .tasks import list_tasks
 
     import torch
 
-    print("models:")
+    print("models (task, units: K = 1..that, input C x H x W, default head for a bridge-only "
+          "method; the model's recipe: its options per head family):")
     with torch.device("meta"):  # sizes only: no memory, no weight init
         for name in list_models():
-            print(f"  {name:28s} {create_model(name).num_body_units:3d} units (K = 1..that)")
-    print("methods:\n  " + ", ".join(list_methods()))
-    print("head options (--head-opt KEY=VALUE):")
+            m = create_model(name)
+            size = "any" if m.input_size is None else "x".join(map(str, m.input_size))
+            lb = f", LB depth {m.lb_depth}" if m.lb_depth != 1 else ""
+            print(f"  {name:28s} {m.task:14s} {m.num_body_units:3d} units  input {size:10s} "
+                  f"default head {m.default_head}{lb}")
+            for family, opts in sorted(m.head_recipes.items()):
+                shown = ", ".join(f"{k}={v}" for k, v in opts.items())
+                print(f"  {'':28s}   {family} recipe: {shown}")
+    print("methods per task (--method):")
+    for task in list_tasks():
+        print(f"  {task}: {', '.join(methods_for_task(task))}")
+    print("head options (--head-opt KEY=VALUE; a model's recipe overrides these defaults):")
     for name in HEADS.names():
         opts = ", ".join(f"{k}={v}" for k, v in head_options(name).items()) or "none"
         print(f"  {name:8s} {opts}")

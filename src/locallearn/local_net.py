@@ -69,8 +69,8 @@ class LocalNet(nn.Module):
         self.model = model
         self.task = get_task(model.task)
         head_family = model.default_head if spec.head == "auto" else spec.head
-        if head_family == model.default_head:  # the family's recipe, overridable per option
-            head_opts = {**model.default_head_opts, **(head_opts or {})}
+        if head_family is not None:  # the model's recipe for the family, overridable per option
+            head_opts = {**model.family_opts(head_family), **(head_opts or {})}
         self.ema_momentum = float(ema_momentum)
         self.mean, self.std = mean, std
         # a wrapped ViT's position embeddings fix its input size (unless built dynamic)

@@ -55,3 +55,31 @@ def parse_method(spec: str) -> MethodSpec:
     if len(parts) > 2 or head not in HEADS or (len(parts) == 2 and bridge not in BRIDGE_KINDS):
         raise ConfigError(f"unknown method {spec!r} (choose from: {', '.join(list_methods())})")
     return MethodSpec(head, bridge)
+
+
+def methods_for_task(task: str) -> List[str]:
+    """The specs whose head family can serve ``task`` (e2e and bridge-only ones too)."""
+    from .heads import HEADS
+
+    def fits(family: str) -> bool:
+        tasks = getattr(HEADS.get(family), "tasks", None)
+        return tasks is None or task in tasks
+
+    return [m for m in list_methods()
+            if m == "e2e" or m in BRIDGE_KINDS or fits(m.split("+")[0])]
+
+
+def check_method_task(method: str, model_default_head: str, task: str) -> None:
+    """Raise ConfigError when ``method``'s head family cannot serve ``task`` (before any
+    work: the same message LocalNet would give, naming the specs that fit)."""
+    from .heads import HEADS
+
+    spec = parse_method(method)
+    if spec.is_e2e:
+        return
+    family = model_default_head if spec.head == "auto" else spec.head
+    tasks = getattr(HEADS.get(family), "tasks", None)
+    if tasks is not None and task not in tasks:
+        raise ConfigError(f"method {method!r}: head {family!r} serves {'/'.join(tasks)} only, "
+                          f"not {task}; for {task} choose from: "
+                          f"{', '.join(methods_for_task(task))}")

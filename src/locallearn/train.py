@@ -65,8 +65,7 @@ def resolve_objective(cfg: TrainConfig, model: Any) -> Tuple[str, Dict[str, Any]
         return "e2e", {}
     family = model.default_head if spec.head == "auto" else spec.head
     opts: Dict[str, Any] = dict(head_options(family))
-    if family == model.default_head:
-        opts.update(model.default_head_opts)
+    opts.update(model.family_opts(family))
     opts.update(cfg.head_opts)
     method = family if spec.bridge is None else f"{family}+{spec.bridge}"
     return method, opts

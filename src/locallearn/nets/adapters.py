@@ -108,7 +108,7 @@ def to_unitnet(model: nn.Module, image_size: Tuple[int, int] = (224, 224),
                                   f"num_classes={classes} or leave it out")
             opts = IMAGENET_INFOPRO if default_head == "infopro" else None
             net = UnitNet(units, info, chans, classes, source=model, default_head=default_head,
-                          default_head_opts=opts)
+                          default_head_opts=opts, input_size=(chans, *size))
             if info[0].layout == "tokens":
                 net.lb_depth = 2  # MAN++'s ViT code: LB copies the next two blocks
             return net

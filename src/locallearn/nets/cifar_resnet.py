@@ -72,7 +72,9 @@ class CifarResNet(UnitNet):
                 cin = width
         units.append(Classifier(cin, num_classes))
         info.append(UnitInfo("fc", num_classes, reduction, kind="head"))
-        super().__init__(units, info, in_chans, num_classes)
+        # recipe: greedy (pool + linear) for bridge-only specs such as ``manpp`` (the MAN
+        # papers' CIFAR default); infopro / dgl keep their families' CIFAR defaults
+        super().__init__(units, info, in_chans, num_classes, input_size=(in_chans, 32, 32))
         self.depth = depth
         self._init_weights()
 

@@ -58,20 +58,27 @@ class UnitNet(nn.Module):
         in_chans, num_classes: the input and output sizes the net was built for.
     """
 
+    # The per-model recipe (timm's default_cfgs idea), declared where the model is
+    # registered and printed by ``locallearn list``: with it a spec such as
+    # ``infopro+manpp`` means one documented objective per model.
     #: head family used when a method names only a bridge (e.g. ``manpp``)
     default_head: str = "greedy"
-    #: options for heads of the default family (the family's reference recipe)
-    default_head_opts: Dict[str, object] = {}
+    #: per head family, this model's options for it (over the family's own defaults)
+    head_recipes: Dict[str, Dict[str, object]] = {}
     #: units the learnable copy of a MAN/MAN++ bridge spans (ViT reference: 2)
     lb_depth: int = 1
     #: the task the last unit's output serves (a name in ``locallearn.tasks.TASKS``)
     task: str = "classification"
+    #: the input (C, H, W) the model is meant for (None: any size its strides allow)
+    input_size: Optional[Tuple[int, int, int]] = None
 
     def __init__(self, units: Sequence[nn.Module], unit_info: Sequence[UnitInfo],
                  in_chans: int, num_classes: int, source: Optional[nn.Module] = None,
                  default_head: Optional[str] = None,
                  default_head_opts: Optional[Dict[str, object]] = None,
-                 task: Optional[str] = None) -> None:
+                 task: Optional[str] = None,
+                 head_recipes: Optional[Dict[str, Dict[str, object]]] = None,
+                 input_size: Optional[Tuple[int, int, int]] = None) -> None:
         super().__init__()
         if len(units) != len(unit_info):
             raise ValueError("units and unit_info differ in length")
@@ -83,10 +90,15 @@ class UnitNet(nn.Module):
         self.num_classes = num_classes
         if default_head is not None:
             self.default_head = default_head
+        recipes = {k: dict(v) for k, v in type(self).head_recipes.items()}
+        recipes.update({k: dict(v) for k, v in (head_recipes or {}).items()})
         if default_head_opts is not None:
-            self.default_head_opts = dict(default_head_opts)
+            recipes[self.default_head] = dict(default_head_opts)
+        self.head_recipes = recipes
         if task is not None:
             self.task = task
+        if input_size is not None:
+            self.input_size = tuple(input_size)  # type: ignore[assignment]
         known = {"image"}
         for info in self.unit_info:  # a read must name a feature written before it
             missing = [n for n in info.reads if n not in known]
@@ -107,6 +119,22 @@ class UnitNet(nn.Module):
     def num_body_units(self) -> int:
         """Units that blocks are cut from (all but the task head)."""
         return len(self.units) - 1
+
+    def family_opts(self, family: str) -> Dict[str, object]:
+        """This model's options for head family ``family`` (its recipe; {} if none)."""
+        return dict(self.head_recipes.get(family, {}))
+
+    @property
+    def default_head_opts(self) -> Dict[str, object]:
+        """The recipe's options of the default head family."""
+        return self.family_opts(self.default_head)
+
+    def recipe(self) -> Dict[str, object]:
+        """The model's recipe as plain data (``locallearn list``, docs)."""
+        return {"task": self.task, "default_head": self.default_head,
+                "head_recipes": {k: dict(v) for k, v in self.head_recipes.items()},
+                "lb_depth": self.lb_depth,
+                "input_size": None if self.input_size is None else list(self.input_size)}
 
     @property
     def uses_bank(self) -> bool:
