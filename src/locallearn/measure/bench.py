@@ -97,7 +97,8 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
     net = _build(spec, method, k, device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=g)
-    y = torch.randint(0, spec.num_classes, (spec.batch_size,), generator=g)
+    y = net.task.example_target(spec.batch_size, (spec.image_size, spec.image_size),
+                                spec.num_classes, g)
     x, y = x.to(device), y.to(device)
     if spec.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

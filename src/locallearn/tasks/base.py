@@ -61,6 +61,11 @@ class Task:
         """A fresh accumulator of this task's metric."""
         raise NotImplementedError
 
+    def example_target(self, batch: int, size: Tuple[int, int], num_classes: int,
+                       generator: torch.Generator) -> torch.Tensor:
+        """A random valid target for ``batch`` images of ``size`` (benchmarks, dry runs)."""
+        raise NotImplementedError
+
 
 TASKS: Registry[Task] = Registry("task")
 

@@ -80,5 +80,9 @@ class Classification(Task):
     def metric(self, num_classes: int, device: torch.device) -> Accuracy:
         return Accuracy(device)
 
+    def example_target(self, batch: int, size: Tuple[int, int], num_classes: int,
+                       generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, num_classes, (batch,), generator=generator)
+
 
 TASKS.add(Classification.name, Classification())

@@ -75,6 +75,10 @@ class Segmentation(Task):
     def metric(self, num_classes: int, device: torch.device) -> "SegMetric":
         return SegMetric(num_classes, device)
 
+    def example_target(self, batch: int, size: Tuple[int, int], num_classes: int,
+                       generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, num_classes, (batch, *size), generator=generator)
+
 
 class SegMetric(SegmentationMetrics):
     """``SegmentationMetrics`` fed the network's (possibly lower-resolution) logits."""
