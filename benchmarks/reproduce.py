@@ -62,7 +62,9 @@ BUDGETS = {
                            # the reference code's copies start freshly initialised
                            "dgl+manpp@bridge_init=random",
                            "dgl+ema", "dgl+man", "dgl+manpp@channel",
-                           "infopro+manpp@decoder=conv_first"]),
+                           "infopro+manpp@decoder=conv_first", "slm", "slm+manpp"],
+                  # the feature-bank paper's aux nets beside DGL and InfoPro (issue 14)
+                  slm=["slm", "slm+manpp"]),
     # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's
     # curve flattens out; ~47 min a run on one CPU thread, i.e. the three rows finish in
     # one sitting (run directories are not kept between sittings on every machine)
@@ -79,8 +81,9 @@ BUDGETS = {
     # does not depend on K, so its row is the short budget's own runs (``reuse``)
     "short8": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[8],
                    main=["infopro+manpp", "dgl+manpp", "infopro", "dgl"],
-                   methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp"],
-                   reuse={"e2e": ("short", 16)}),
+                   methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
+                            "slm", "slm+manpp"],
+                   slm=["slm", "slm+manpp"], reuse={"e2e": ("short", 16)}),
 }
 # ``--budget all``: what to train first when CPU time is short. The main rows of the
 # short budget for every seed (mean +- std), the ablation for one seed, the long budget,
@@ -88,7 +91,10 @@ BUDGETS = {
 # plateau budget.
 PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [0]),
         ("short", "probe", [1, 2]), ("short", "rest", [1, 2]), ("plateau", "main", [0]),
-        ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2])]
+        ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2]),
+        ("short8", "slm", [0]), ("short", "slm", [0]), ("short8", "slm", [1, 2]),
+        ("short", "slm", [1, 2])]
+GROUPS = ("main", "probe", "slm")  # named lists of a budget; "rest": its other methods
 
 
 def jobs(budget: str) -> List[tuple]:
@@ -98,8 +104,9 @@ def jobs(budget: str) -> List[tuple]:
         if budget not in ("all", name):
             continue
         b = BUDGETS[name]
-        methods = (b[group] if group in ("main", "probe")
-                   else [m for m in b["methods"] if m not in b["main"]])
+        named = {m for g in GROUPS for m in b.get(g, [])}
+        methods = (b.get(group, []) if group in GROUPS
+                   else [m for m in b["methods"] if m not in named])
         out += [(name, m, k, s) for s in seeds if s in b["seeds"] for k in b["ks"] for m in methods]
     return out
 
