@@ -152,3 +152,19 @@ def test_v3plus_export_loads_into_a_fresh_source(name, chans):
 def test_unknown_source_model_names_the_choices():
     with pytest.raises(ValueError, match="deeplabv3plus_resnet50"):
         source_model("deeplabv4_resnet50")
+
+
+@pytest.mark.parametrize("method", ["e2e", "infopro+manpp", "slm+manpp"])
+def test_small_deeplab_trains_and_exports(method, tmp_path):
+    """deeplabv3_resnet20 (the CPU benchmark's model): a step of every kind, and its own
+    state dict as the export format."""
+    torch.manual_seed(0)
+    model = create_model("deeplabv3_resnet20", num_classes=3, in_chans=1)
+    net = LocalNet(model, 1 if method == "e2e" else 4, method, image_size=(32, 32))
+    x = torch.randn(2, 1, 32, 32)
+    y = torch.randint(0, 3, (2, 32, 32))
+    losses = net.train_step(x, y)
+    assert torch.isfinite(losses).all()
+    assert model(x).shape == (2, 3, 8, 8)  # output stride 4
+    fresh = create_model("deeplabv3_resnet20", num_classes=3, in_chans=1)
+    fresh.load_state_dict(model.export_state_dict(), strict=True)

@@ -161,3 +161,18 @@ def test_predict_and_metrics_for_segmentation():
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     heads = evaluate_heads(net, [(x, y)], torch.device("cpu"))
     assert len(heads) == 2 and heads[-1] == pytest.approx(scores["miou"])
+
+
+@pytest.mark.parametrize("bridge", ["", "+manpp"])
+def test_slm_under_a_bridge_that_stands_in_for_the_skip_writer(bridge):
+    """Block 1 starts with the stem's successor... here the cut puts the unit that writes
+    the skip first in block 1, so a bridge replaces it: the slm copy must still find it."""
+    torch.manual_seed(0)
+    info_writer = 1  # make unit s1 the writer instead of the stem
+    model = tiny_segmenter()
+    model.unit_info[0] = UnitInfo("stem", 8, 1)
+    model.unit_info[info_writer] = UnitInfo("s1", 16, 2, writes="low")
+    model.units[-1] = SkipHead(32, 16, C)
+    net = LocalNet(model, 2, f"slm{bridge}", image_size=(16, 16), boundaries=[1])
+    x, y = _batch()
+    assert torch.isfinite(net.train_step(x, y)).all()

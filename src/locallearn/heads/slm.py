@@ -93,11 +93,16 @@ class SLMHead(AuxHead):
         kept = reduce_rest(ctx.rest, per_stage)
         self.units = nn.ModuleList(_fresh(u) for u, _ in kept)
         self.unit_info = [info for _, info in kept]
+        # the unit whose output the head reads may write a bank feature: under a bridge
+        # that unit is the bridge's copy, whose output the backbone never wrote
+        self.input_writes = ctx.info.writes
 
     def logits(self, features: torch.Tensor,
                bank: Optional[FeatureBank] = None) -> torch.Tensor:
         """The aux net's output (the network's output format: class scores, pixel logits)."""
         local = _HeadBank(bank)
+        if self.input_writes is not None:
+            local.write(self.input_writes, features)
         h = features
         for unit, info in zip(self.units, self.unit_info):
             h = run_unit(unit, info, h, local)  # type: ignore[arg-type]
