@@ -139,7 +139,8 @@ def test_fashion_real_debian(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- registry, limits, torchvision sets --------------------------------------------------------
 
 def test_list_and_unknown() -> None:
-    assert list_datasets() == ["cifar10", "fashion-mnist", "imagefolder", "stl10", "svhn", "synthetic"]
+    assert list_datasets() == ["cifar10", "cityscapes", "fashion-mnist", "fmnist-scenes", "imagefolder", "stl10",
+                               "svhn", "synthetic", "voc-seg"]
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'.*cifar10.*synthetic"):
         load_dataset("imagenet")
 

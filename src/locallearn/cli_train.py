@@ -78,11 +78,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="equal (same number of units per block) or memory (balance the "
                         "activations measured by a dry run)")
     p.add_argument("--dataset", default=d.dataset,
-                   help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]]")
+                   help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]], imagefolder; "
+                        "segmentation: fmnist-scenes[:seed=N], voc-seg, cityscapes")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
     p.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
     p.add_argument("--image-size", type=int, default=None,
-                   help="training crop size for imagefolder (default 224)")
+                   help="imagefolder's crop size (default 224); the segmentation sets' size "
+                        "(fmnist-scenes 128, voc-seg 256, cityscapes 256 = height, width 2x)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
 from ..errors import ConfigError
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .dense import DenseData
+    from .folder import FolderData
 
 
 @dataclass
@@ -24,6 +28,8 @@ class ImageData:
     mean: Tuple[float, ...]  # per channel, of train_x / 255
     std: Tuple[float, ...]
     source: str  # where it was read from, for the run's config and logs
+
+    task = "classification"  # not a field: the trainer checks it against the model's task
 
     @property
     def in_chans(self) -> int:
@@ -80,8 +86,31 @@ def _folder_placeholder(*_: object) -> RawData:
 DATASETS.add("imagefolder", _folder_placeholder)
 
 
+class DenseLoader(NamedTuple):
+    """A segmentation set: ``load(spec, data_dir, download, limit_train, limit_test, image_size)``
+    returns a DenseData (data/seg_data.py); ``can_download`` says whether a missing data_dir may be
+    created by ``download``."""
+
+    load: Callable[..., "DenseData"]
+    can_download: bool
+
+
+DENSE_LOADERS: Dict[str, DenseLoader] = {}
+
+
+def register_dense(name: str, load: Callable[..., "DenseData"], can_download: bool) -> None:
+    """Register a segmentation set; its DATASETS entry only reserves and lists the name."""
+
+    def placeholder(*_: object) -> RawData:
+        raise ConfigError(f"{name} is a segmentation set: use load_dataset({name!r}, ...)")
+
+    DATASETS.add(name, placeholder)  # raises on a duplicate name
+    DENSE_LOADERS[name] = DenseLoader(load, can_download)
+
+
 def list_datasets() -> List[str]:
-    """Names accepted by load_dataset (synthetic also takes a ':CxHxW[:K]' suffix)."""
+    """Names accepted by load_dataset (synthetic also takes a ':CxHxW[:K]' suffix, fmnist-scenes
+    a ':seed=N' one)."""
     return DATASETS.names()
 
 
@@ -168,12 +197,14 @@ def load_dataset(
     download: bool = False,
     image_size: Optional[int] = None,
     seed: int = 0,
-) -> "ImageData | FolderData":
+) -> "ImageData | FolderData | DenseData":
     """Load a dataset fully into memory (``imagefolder``: stream it from ``data_dir``).
 
     ``limit_*`` keep the first N samples (``imagefolder``: a stratified subset, the
     training one drawn from ``seed``); ``image_size`` is imagefolder's crop size. Nothing
     is downloaded unless ``download`` is True: a missing dataset raises ConfigError.
+    Segmentation sets (fmnist-scenes, voc-seg, cityscapes: data/seg_data.py) return a
+    DenseData at ``image_size``; they never depend on ``seed``, so seeds compare on one set.
     """
     if not isinstance(name, str):
         raise ConfigError(f"dataset name must be a string (got {name!r}); choose from: "
@@ -184,6 +215,10 @@ def load_dataset(
     check_limit("limit_test", limit_test)
     base, sep, spec = name.partition(":")
     loader = DATASETS.get(base)
+    if base in DENSE_LOADERS:
+        entry = DENSE_LOADERS[base]
+        check_data_dir(data_dir, download, can_download=entry.can_download)
+        return entry.load(spec if sep else None, data_dir, download, limit_train, limit_test, image_size)
     if base != "synthetic":  # generated data ignores data_dir (the CLI warns about it)
         check_data_dir(data_dir, download, can_download=base != "imagefolder")
     if base == "imagefolder":
@@ -195,8 +230,8 @@ def load_dataset(
         return FolderData(data_dir, 224 if image_size is None else image_size, limit_train,
                           limit_test, seed=seed)
     if image_size is not None:
-        raise ConfigError(f"--image-size {image_size} applies to imagefolder only; {base!r} is "
-                          "used at its own resolution")
+        raise ConfigError(f"--image-size {image_size} applies to imagefolder only and to "
+                          f"{', '.join(sorted(DENSE_LOADERS))}; {base!r} is used at its own resolution")
     raw = loader(spec if sep else None, data_dir, download, limit_train, limit_test)
     for split, x, y in (("training", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
         if x.dim() != 4 or len(x) == 0 or min(x.shape[1:]) < 1:

@@ -119,6 +119,8 @@ class FolderData:
     iteration with a ConfigError naming it.
     """
 
+    task = "classification"
+
     def __init__(self, root: str, image_size: int = 224, limit_train: Optional[int] = None,
                  limit_test: Optional[int] = None, workers: int = 2, seed: int = 0) -> None:
         self.name, self.source = "imagefolder", str(root)
