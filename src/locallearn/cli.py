@@ -38,6 +38,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         # a head family that cannot serve the model's task: refused before --force
         # deletes anything or data is loaded
         check_method_task(cfg.method, model.default_head, model.task)
+        from .data.base import dataset_task
+        from .tasks import check_same_task
+
+        check_same_task(model.task, dataset_task(cfg.dataset), cfg.model, cfg.dataset)
     summary = fit(cfg, resume=a.resume, progress=not a.no_progress, force=a.force)
     import torch.distributed as dist
 

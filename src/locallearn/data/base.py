@@ -93,6 +93,7 @@ class DenseLoader(NamedTuple):
 
     load: Callable[..., "DenseData"]
     can_download: bool
+    task: str = "segmentation"
 
 
 DENSE_LOADERS: Dict[str, DenseLoader] = {}
@@ -106,6 +107,13 @@ def register_dense(name: str, load: Callable[..., "DenseData"], can_download: bo
 
     DATASETS.add(name, placeholder)  # raises on a duplicate name
     DENSE_LOADERS[name] = DenseLoader(load, can_download)
+
+
+def dataset_task(name: str) -> str:
+    """The task a dataset name serves (without loading it); unknown names raise."""
+    base = name.partition(":")[0] if isinstance(name, str) else name
+    DATASETS.get(base)  # type: ignore[arg-type]
+    return DENSE_LOADERS[base].task if base in DENSE_LOADERS else "classification"
 
 
 def list_datasets() -> List[str]:
