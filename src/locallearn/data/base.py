@@ -15,8 +15,26 @@ if TYPE_CHECKING:
     from .folder import FolderData
 
 
+class HeldImages:
+    """Sizes of a dataset held in memory as ``train_x`` uint8 [N, C, H, W]."""
+
+    train_x: torch.Tensor
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+
 @dataclass
-class ImageData:
+class ImageData(HeldImages):
     """A whole dataset held as uint8 images [N, C, H, W] and int64 labels [N]."""
 
     name: str
@@ -31,17 +49,6 @@ class ImageData:
 
     task = "classification"  # not a field: the trainer checks it against the model's task
 
-    @property
-    def in_chans(self) -> int:
-        return int(self.train_x.shape[1])
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_y.shape[0])
 
     def train_batches(self, batch_size: int, generator: torch.Generator, device: torch.device,
                       channels_last: bool = False, shard: Tuple[int, int] = (0, 1),

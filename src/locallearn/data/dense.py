@@ -29,7 +29,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
+from .base import HeldImages
 from .folder import sample_seed
+from .loader import EpochBatches, norm_stats
 
 IGNORE_INDEX = 255
 SCALE_RANGE = (0.5, 2.0)  # random rescale of the shorter side, as torchvision's reference / DeepLab
@@ -85,7 +87,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, where: str) -> torch.Tensor:
 
 
 @dataclass
-class DenseData:
+class DenseData(HeldImages):
     """A segmentation dataset in memory; the trainer's interface of ``ImageData`` plus ``task``.
 
     Construction checks shapes, that every mask id is a class or 255, and computes ``mean`` /
@@ -132,18 +134,6 @@ class DenseData:
         if not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train_x)
 
-    @property
-    def in_chans(self) -> int:
-        return int(self.train_x.shape[1])
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_x.shape[0])
-
     def train_batches(self, batch_size: int, generator: torch.Generator, device: torch.device,
                       channels_last: bool = False, shard: Tuple[int, int] = (0, 1),
                       augment: bool = True) -> "DenseBatches":
@@ -179,7 +169,7 @@ class Augmented(Dataset):
         return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
-class DenseBatches:
+class DenseBatches(EpochBatches):
     """Iterates (x, y): x float (x/255 - mean)/std [B, C, H, W], y int64 masks [B, H, W], on ``device``.
 
     With ``shuffle``, each epoch draws from ``generator`` an epoch seed, then the order, and
@@ -206,16 +196,7 @@ class DenseBatches:
         self.device = torch.device(device)
         self.channels_last, self.drop_last = channels_last, drop_last
         self.rank, self.world, self.workers = rank, world, workers
-        c = x.shape[1]
-        self.mean = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        return self.iter_from(0)
+        self.mean, self.std = norm_stats(mean, std, x.shape[1], self.device)
 
     def _index_batches(self, order: Optional[torch.Tensor], start: int) -> List[List[int]]:
         """Sample indices of batches ``start..`` (this rank's slice of each)."""

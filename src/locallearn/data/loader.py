@@ -46,7 +46,32 @@ def augment_draws(b: int, pad: int, generator: torch.Generator) -> Tuple[torch.T
     return dy, dx, torch.rand(b, generator=generator) < 0.5
 
 
-class Batches:
+def norm_stats(mean: Sequence[float], std: Sequence[float], c: int,
+               device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """mean / std as [1, C, 1, 1] float32 on ``device``: ``(x/255 - mean) / std`` there."""
+    return (torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, c, 1, 1),
+            torch.tensor(list(std), dtype=torch.float32, device=device).view(1, c, 1, 1))
+
+
+class EpochBatches:
+    """What every batch iterator shares: its length and ``iter`` = ``iter_from(0)``."""
+
+    x: torch.Tensor
+    batch_size: int
+    drop_last: bool
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class Batches(EpochBatches):
     """Iterates (x, y) batches: x float normalised (x/255 - mean)/std on `device`, y int64 on `device`.
 
     Shuffling and augmentation draw only from ``generator``, so restoring ``generator.get_state()``
@@ -82,15 +107,7 @@ class Batches:
         # data parallel: every rank draws the same global batch (same generator) and keeps
         # its contiguous 1/world slice, so the union is exactly the single-process batch
         self.rank, self.world = rank, world
-        self.mean = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        return self.iter_from(0)
+        self.mean, self.std = norm_stats(mean, std, c, self.device)
 
     def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's batches from index ``start`` on, exactly as a full pass yields them.
