@@ -56,8 +56,13 @@ def name(method: str, k: int, seed: Optional[int] = None) -> str:
 
 
 def finished(method: str, k: int, seed: int) -> bool:
-    path = KEPT / name(method, k, seed) / "summary.json"
-    return path.is_file() and json.loads(path.read_text())["epochs"] >= BUDGET["epochs"]
+    """Kept and trained with this BUDGET (a run of an older budget counts as missing)."""
+    path = KEPT / name(method, k, seed)
+    if not (path / "summary.json").is_file():
+        return False
+    cfg = json.loads((path / "config.json").read_text())
+    same = all(cfg.get(key) == BUDGET[key] for key in BUDGET if key != "seeds")
+    return same and json.loads((path / "summary.json").read_text())["epochs"] >= BUDGET["epochs"]
 
 
 def train_one(method: str, k: int, seed: int, device: str) -> bool:
