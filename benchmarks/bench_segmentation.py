@@ -168,7 +168,7 @@ def write_section() -> None:
              f"training scenes, batch {b['batch_size']}, SGD Nesterov lr {b['lr']} cosine, "
              f"wd 1e-4, flip + resized crop; test on {b['limit_test']} test scenes (scenes "
              f"of test items only); seeds {b['seeds']} (the scenes are the same for every "
-             "seed). The same budget for every row. mIoU / mean accuracy / pixel accuracy "
+             "seed). The same budget for every row; each run trains in one process on one CPU thread, two side by side. mIoU / mean accuracy / pixel accuracy "
              "as in MAN++ Table V, over the whole test set. Step memory (the step meter's "
              "total: parameters, gradients, optimizer state, saved activations) and step "
              "time are ratios to E2E measured in one process (`--steps`).  ",
