@@ -59,14 +59,10 @@ def parse_method(spec: str) -> MethodSpec:
 
 def methods_for_task(task: str) -> List[str]:
     """The specs whose head family can serve ``task`` (e2e and bridge-only ones too)."""
-    from .heads import HEADS
-
-    def fits(family: str) -> bool:
-        tasks = getattr(HEADS.get(family), "tasks", None)
-        return tasks is None or task in tasks
+    from .heads import serves
 
     return [m for m in list_methods()
-            if m == "e2e" or m in BRIDGE_KINDS or fits(m.split("+")[0])]
+            if m == "e2e" or m in BRIDGE_KINDS or serves(m.split("+")[0], task)]
 
 
 def check_method_task(method: str, model_default_head: str, task: str) -> None:

@@ -10,7 +10,7 @@ from .base import HEADS, AuxHead, HeadContext, interpolate
 from . import dgl, greedy, infopro, predsim, slm, vit  # noqa: F401  (register the families)
 from .losses import supcon_loss
 
-__all__ = ["HEADS", "AuxHead", "HeadContext", "build_head", "head_options",
+__all__ = ["HEADS", "AuxHead", "HeadContext", "build_head", "serves", "head_options",
            "interpolate", "supcon_loss"]
 
 
@@ -25,6 +25,12 @@ def head_options(name: str) -> Dict[str, Any]:
     return {p.name: p.default for p in _option_params(name)}
 
 
+def serves(family: str, task: str) -> bool:
+    """Whether head family ``family`` can serve ``task`` (its ``tasks``; None: every task)."""
+    tasks = getattr(HEADS.get(family), "tasks", None)
+    return tasks is None or task in tasks
+
+
 def build_head(name: str, ctx: HeadContext, **opts: Any) -> AuxHead:
     """Build head family ``name`` for ``ctx``; unknown names/options raise ConfigError."""
     builder = HEADS.get(name)
@@ -35,8 +41,7 @@ def build_head(name: str, ctx: HeadContext, **opts: Any) -> AuxHead:
                           f"outputs {ctx.info.layout}; use one of: {', '.join(fits)}")
     tasks = getattr(builder, "tasks", None)
     if tasks is not None and ctx.task.name not in tasks:
-        fits = [n for n in HEADS.names() if getattr(HEADS.get(n), "tasks", None) is None
-                or ctx.task.name in HEADS.get(n).tasks]
+        fits = [n for n in HEADS.names() if serves(n, ctx.task.name)]
         raise ConfigError(f"head {name!r} serves {'/'.join(tasks)} only, not "
                           f"{ctx.task.name}; for {ctx.task.name} use one of: {', '.join(fits)}")
     defaults = {p.name: p.default for p in _option_params(name)}
