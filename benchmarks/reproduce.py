@@ -44,8 +44,10 @@ from locallearn.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint
 from locallearn.devices import resolve_device  # noqa: E402
 from locallearn.train import head_report, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
+from locallearn.presets import apply_preset  # noqa: E402
 
 from bench_steps import git_rev  # noqa: E402  (benchmarks/ is on sys.path)
+from fidelity_table import fidelity_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,7 +78,18 @@ BUDGETS = {
     # ~75 min on the other; on 2026-11-24 this CPU ran 2.5-3x slower, so it did not fit
     # seeds 1 and 2 are meant for a GPU (one sitting: benchmarks/gpu_checks.sh)
     "plateau": dict(epochs=10, limit_train=None, seeds=[0, 1, 2], ks=[16],
-                    main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
+                    main=["dgl+manpp", "dgl", "e2e"],
+                    # issue 15: the reference preset's details (at this budget's recipe),
+                    # all at once, then one at a time (fidelity_table.py)
+                    fidelity=["dgl+manpp@preset=manpp-cifar-dgl", "dgl@preset=manpp-cifar-dgl"],
+                    factors=["dgl+manpp@ema_timing=before-step",
+                             "dgl+manpp@bridge_init=reference",
+                             "dgl+manpp@head_init=reference"],
+                    methods=["e2e", "dgl", "dgl+manpp", "dgl@preset=manpp-cifar-dgl",
+                             "dgl+manpp@preset=manpp-cifar-dgl",
+                             "dgl+manpp@ema_timing=before-step",
+                             "dgl+manpp@bridge_init=reference",
+                             "dgl+manpp@head_init=reference"]),
     # the short budget's main rows at K=8 (the issue's "K=8 if the budget allows"); E2E
     # does not depend on K, so its row is the short budget's own runs (``reuse``)
     "short8": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[8],
@@ -93,8 +106,12 @@ PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [
         ("short", "probe", [1, 2]), ("short", "rest", [1, 2]), ("plateau", "main", [0]),
         ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2]),
         ("short8", "slm", [0]), ("short", "slm", [0]), ("short8", "slm", [1, 2]),
-        ("short", "slm", [1, 2])]
-GROUPS = ("main", "probe", "slm")  # named lists of a budget; "rest": its other methods
+        ("short", "slm", [1, 2]),
+        # issue 15 (GPU): MAN++ under the reference preset for every seed, then DGL under
+        # it, then each of its details alone
+        ("plateau", "fidelity", [0, 1, 2]), ("plateau", "factors", [0]),
+        ("plateau", "factors", [1, 2])]
+GROUPS = ("main", "probe", "slm", "fidelity", "factors")  # "rest": a budget's other methods
 
 
 def jobs(budget: str) -> List[tuple]:
@@ -173,6 +190,8 @@ def split_variant(method: str) -> tuple:
     if "=" not in variant:
         return spec, {"lb": variant}, {}
     key, _, value = variant.partition("=")
+    if key == "preset":  # applied by _train over the budget's recipe
+        return spec, {"preset": value}, {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if key in fields:
         kind = type(fields[key].default)
@@ -201,11 +220,17 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
 def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
            out: Path, kept: Path) -> None:
     spec, overrides, head_opts = split_variant(method)
+    preset = overrides.pop("preset", None)
     cfg = TrainConfig(model="resnet32", method=spec, blocks=1 if spec == "e2e" else k,
                       dataset="fashion-mnist", epochs=b["epochs"], batch_size=128, lr=0.1,
                       seed=seed, device=device, channels_last=True,
                       limit_train=b["limit_train"], head_opts=head_opts, out=str(out),
                       **overrides)
+    if preset:  # the preset's details; the budget's recipe (every field set above) stays
+        recipe = {"model", "method", "blocks", "dataset", "epochs", "batch_size", "lr",
+                  "momentum", "nesterov", "weight_decay", "warmup_epochs", "warmup_start_lr",
+                  "lr_schedule", "seed", "device", "channels_last", "limit_train", "out"}
+        print("\n".join(apply_preset(cfg, preset, given=recipe)), flush=True)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     note_segment(out, device)
     # segments.json is already there: a new run is forced into its own directory (force
@@ -339,6 +364,7 @@ def write_section(budget: str, command: str) -> None:
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
     lines += devices_line(budget)
     lines += paired_lines(by_seed)
+    lines += fidelity_lines(b, by_seed)
     if curves:
         series = {}
         for label, runs in curves.items():

@@ -64,10 +64,11 @@ def test_builds_finite_loss_with_grad(name, ctx):
 def test_head_options_defaults():
     assert head_options("greedy") == {}
     assert head_options("dgl") == {"conv_width": 128, "mlp_width": 512,
-                                   "conv_layers": 3, "mlp_layers": 3}
+                                   "conv_layers": 3, "mlp_layers": 3, "pool_exact": False}
     opts = head_options("infopro")
     assert opts["ixx"] == (5.0, 0.2) and opts["ixy"] == (0.05, 0.5)
     assert (opts["interp"], opts["loss"], opts["classifier"]) == ("block", "supcon", "1c2f")
+    assert opts["supcon_mean"] == "positives"
     assert opts["widen"] == 1.0 and opts["temperature"] == 0.07
     assert head_options("predsim") == {"beta": 0.99, "max_features": 2048}
 

@@ -139,6 +139,16 @@ def cmd_list(a: argparse.Namespace) -> int:
         opts = ", ".join(f"{k}={v}" for k, v in head_options(name).items()) or "none"
         print(f"  {name:8s} {opts}")
     print("datasets:\n  " + ", ".join(list_datasets()))
+    from .presets import PRESETS, list_presets
+    from .reference import reference_split_models
+
+    print("presets (--preset NAME: these options at once; options given by hand win):")
+    for name in list_presets():
+        preset = PRESETS.get(name)
+        print(f"  {name}: {preset.source}")
+        print("    " + ", ".join(f"{k}={v}" for k, v in preset.settings.items()))
+    print("reference splits (--split reference; K as in the reference code's tables): "
+          + "; ".join(f"{m} K={','.join(map(str, ks))}" for m, ks in reference_split_models().items()))
     return 0
 
 
@@ -271,6 +281,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":  # which options were typed: a --preset fills the rest
+        from .cli_train import explicit_options
+
+        args.given = explicit_options(sys.argv[1:] if argv is None else argv)
     # under torchrun every rank meets the same mistake: rank 0 alone says it
     quiet = os.environ.get("RANK", "0") != "0"
 

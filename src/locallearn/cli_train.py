@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 from .config import AMP_CHOICES, TrainConfig
 from .errors import ConfigError
@@ -66,6 +66,41 @@ def parse_head_opts(method: str, items: Sequence[str], model: str = "resnet32") 
     return out
 
 
+def split_head_opts(method: str, items: Sequence[str],
+                    model: str = "resnet32") -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """``--head-opt`` items: ``KEY=VALUE`` for every head, ``N:KEY=VALUE`` for head N
+    alone. Returns (options of every head, {"N": options of head N})."""
+    shared: List[str] = []
+    per: Dict[str, List[str]] = {}
+    for item in items:
+        index, colon, rest = item.partition(":")
+        if colon and "=" not in index:
+            if not index.strip().isdigit():
+                raise ConfigError(f"head option {item!r}: the part before ':' must be a head "
+                                  "index (0 = the first head), e.g. 0:loss=supcon")
+            per.setdefault(str(int(index)), []).append(rest)
+        else:
+            shared.append(item)
+    return (parse_head_opts(method, shared, model),
+            {j: parse_head_opts(method, opts, model) for j, opts in per.items()})
+
+
+def explicit_options(argv: Sequence[str]) -> Set[str]:
+    """The TrainConfig fields that ``train`` arguments ``argv`` set by hand (a preset fills
+    the others), found by parsing them again with every default suppressed."""
+    from .cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # the subcommands' parsers
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                for opt in action.choices[sub]._actions:
+                    opt.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(list(argv))))
+    rename = {"no_nesterov": "nesterov", "no_augment": "augment", "head_opt": "head_opts"}
+    return {rename.get(g, g) for g in given} | ({"head_overrides"} if "head_opt" in given else set())
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model with a local-learning method")
@@ -75,8 +110,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boundaries", type=_int_list, default=None,
                    help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
     p.add_argument("--split", default=d.split,
-                   help="equal (same number of units per block) or memory (balance the "
-                        "activations measured by a dry run)")
+                   help="equal (same number of units per block), memory (balance the "
+                        "activations measured by a dry run) or reference (the reference "
+                        "code's K tables; its K=8 on resnet32 is 9 blocks)")
+    p.add_argument("--preset", default=None,
+                   help="a named recipe of options, e.g. manpp-cifar-dgl (see `locallearn "
+                        "list`); options given by hand win")
     p.add_argument("--dataset", default=d.dataset,
                    help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]], imagefolder; "
                         "segmentation: fmnist-scenes[:seed=N], voc-seg, cityscapes")
@@ -93,6 +132,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "for --momentum 0)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--warmup-start-lr", type=float, default=d.warmup_start_lr)
+    p.add_argument("--lr-schedule", default=d.lr_schedule,
+                   help="cosine (per step, after a linear warm-up) or epoch (the reference "
+                        "code: one cosine value per epoch, blended warm-up)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
@@ -103,12 +146,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lb", default=d.lb, help="learnable bias of MAN/MAN++: unit or channel")
     p.add_argument("--ema-momentum", type=float, default=d.ema_momentum)
     p.add_argument("--bridge-init", default=d.bridge_init,
-                   help="MAN/MAN++ copies start as a copy of the unit (copy) or freshly "
-                        "initialised, as in the reference code (random)")
+                   help="MAN/MAN++ copies start as a copy of the unit (copy), from one fresh "
+                        "default init (random), or each redrawn with the reference code's "
+                        "init (reference)")
+    p.add_argument("--ema-timing", default=d.ema_timing,
+                   help="the EMA copy follows its unit after the optimizer steps "
+                        "(after-step) or right after its block's backward, before any step "
+                        "(before-step: the reference code)")
+    p.add_argument("--head-init", default=d.head_init,
+                   help="default, or reference (heads' convs redrawn as the reference does)")
     p.add_argument("--recompute", action="store_true",
                    help="recompute the bridge copies in backward (less memory, more time)")
     p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="head option, e.g. loss=ce or ixx=5,0.2 (repeatable; see `locallearn list`)")
+                   help="head option, e.g. loss=ce or ixx=5,0.2; N:KEY=VALUE sets it for "
+                        "head N alone, e.g. 0:loss=supcon (repeatable; see `locallearn list`)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--ddp", action="store_true",
                    help="data parallel over the processes of `torchrun --nproc-per-node N -m locallearn train ...`")
@@ -135,12 +186,14 @@ def _not_applicable(a: argparse.Namespace) -> None:
         given = [f for f, on in (("--blocks", a.blocks not in (None, 1)),
                                  ("--boundaries", bool(a.boundaries)),
                                  ("--head-opt", bool(a.head_opt)),
+                                 ("--head-init", a.head_init != d.head_init),
                                  ("--split", a.split != d.split)) if on]
         if given:
             raise ConfigError(f"{', '.join(given)} cannot apply to e2e (one block, no heads); "
                               "choose a local method, e.g. --method dgl+manpp")
     bridge_opts = (("--lb", a.lb != d.lb), ("--ema-momentum", a.ema_momentum != d.ema_momentum),
                    ("--bridge-init", a.bridge_init != d.bridge_init),
+                   ("--ema-timing", a.ema_timing != d.ema_timing),
                    ("--recompute", a.recompute))
     if spec.bridge is None:
         given = [f for f, on in bridge_opts if on]
@@ -171,6 +224,23 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     from .methods import parse_method
     from .nets import create_model
 
+    given = getattr(a, "given", None)  # set by main() from the command line itself
+    if given is None:  # parsed elsewhere: what differs from the defaults was given
+        from .cli import build_parser
+
+        defaults = vars(build_parser().parse_args(["train", "--out", a.out]))
+        rename = {"no_nesterov": "nesterov", "no_augment": "augment", "head_opt": "head_opts"}
+        given = {rename.get(k, k) for k, v in vars(a).items() if defaults.get(k, v) != v}
+        given |= {"head_overrides"} if a.head_opt else set()
+    given = set(given)
+    if a.preset is not None:
+        from .presets import PRESETS
+
+        preset = PRESETS.get(a.preset)  # an unknown name: the list of presets
+        if "method" not in given and "method" in preset.settings:
+            a.method = preset.settings["method"]
+        if a.blocks is None and not parse_method(a.method).is_e2e:
+            a.blocks = preset.settings.get("blocks")
     spec = parse_method(a.method)
     _not_applicable(a)
     blocks = a.blocks
@@ -190,24 +260,40 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                 units = create_model(a.model).num_body_units
             raise ConfigError(f"method {a.method!r} needs --blocks K (1..{units} for {a.model})")
         blocks = 1
-    return TrainConfig(
+    head_opts, head_overrides = split_head_opts(a.method, a.head_opt, a.model)
+    cfg = TrainConfig(
         model=a.model, method=str(spec), blocks=blocks, dataset=a.dataset, data_dir=a.data_dir,
         image_size=a.image_size,
         download=a.download, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
         momentum=a.momentum, nesterov=not a.no_nesterov, weight_decay=a.weight_decay,
-        warmup_epochs=a.warmup_epochs,
+        warmup_epochs=a.warmup_epochs, warmup_start_lr=a.warmup_start_lr,
+        lr_schedule=a.lr_schedule, ema_timing=a.ema_timing, head_init=a.head_init,
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
         bridge_init=a.bridge_init,
-        head_opts=parse_head_opts(a.method, a.head_opt, a.model), boundaries=a.boundaries,
+        head_opts=head_opts, head_overrides=head_overrides, boundaries=a.boundaries,
         split=a.split, checkpoint_minutes=a.checkpoint_minutes,
         eval_batch_size=a.eval_batch_size, nan_patience=a.nan_patience,
-        dist_timeout=a.dist_timeout).validate()
+        dist_timeout=a.dist_timeout)
+    if a.preset is not None:
+        from .presets import apply_preset
+
+        for line in apply_preset(cfg, a.preset, given):
+            print(f"{PROG}: {line}", file=sys.stderr)
+    blocks_before = cfg.blocks
+    cfg.validate()
+    if cfg.split == "reference" and cfg.blocks != blocks_before:
+        from .reference import reference_block_sizes
+
+        print(f"{PROG}: split reference: the reference's K={blocks_before} is {cfg.blocks} "
+              f"blocks here (the stem trains as a block of its own), units per block "
+              f"{reference_block_sizes(cfg.model, blocks_before)}", file=sys.stderr)
+    return cfg
 
 
 #: train options a resume keeps from the command line; the rest come from config.json
-RESUME_OPTIONS = ("out", "resume", "device", "data_dir", "no_progress", "command")
+RESUME_OPTIONS = ("out", "resume", "device", "data_dir", "no_progress", "command", "given")
 
 
 def _ignored_on_resume(a: argparse.Namespace) -> List[str]:

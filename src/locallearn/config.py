@@ -11,6 +11,11 @@ from typing import Any, Dict, List, Optional
 from .errors import ConfigError, choice_error
 
 AMP_CHOICES = ("none", "bf16", "fp16")
+EMA_TIMINGS = ("after-step", "before-step")  # momentum.EMA_TIMINGS (kept import-light)
+BRIDGE_INITS = ("copy", "random", "reference")  # momentum.INITS
+HEAD_INITS = ("default", "reference")  # reference.INIT_CHOICES
+LR_SCHEDULES = ("cosine", "epoch")
+SPLITS = ("equal", "memory", "reference")
 
 
 @dataclass
@@ -32,6 +37,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
     warmup_start_lr: float = 0.01
+    # "cosine": per step, linear warm-up then cosine to 0; "epoch": the reference's
+    # per-epoch cosine with its blended warm-up (reference.epoch_lr)
+    lr_schedule: str = "cosine"
     seed: int = 0
     device: str = "auto"
     channels_last: bool = False
@@ -42,12 +50,21 @@ class TrainConfig:
     out: str = "runs/run"
     lb: str = "unit"
     ema_momentum: float = 0.995
-    bridge_init: str = "copy"  # MAN/MAN++ copies: "copy" of the unit, or "random" (reference code)
+    # MAN/MAN++ copies: "copy" of the unit, "random" (one fresh default init for both) or
+    # "reference" (each redrawn independently with the reference's init)
+    bridge_init: str = "copy"
+    ema_timing: str = "after-step"  # or "before-step" (the reference: pre-step weights)
+    head_init: str = "default"  # or "reference": the heads' convs redrawn as the reference does
     recompute: bool = False
     ddp: bool = False
     head_opts: Dict[str, Any] = field(default_factory=dict)
+    # options of single heads over head_opts, by head index ("0": the first head)
+    head_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     boundaries: Optional[List[int]] = None
+    # "reference": the reference code's K tables (reference.reference_boundaries); its K
+    # counts the modules after the stem's own, so K=8 on resnet32 is 9 blocks
     split: str = "equal"
+    preset: str = ""  # the preset the run started from, if any (what it set is in here)
     eval_batch_size: int = 512
     log_interval: int = 25
     checkpoint_minutes: float = 10.0  # also checkpoint mid-epoch this often (0: epochs only)
@@ -87,6 +104,17 @@ class TrainConfig:
             raise ConfigError(f"nan-patience must be an integer >= 0, got {self.nan_patience!r}")
         if self.amp not in AMP_CHOICES:
             raise choice_error("amp mode", self.amp, AMP_CHOICES)
+        for what, value, allowed in (("ema-timing", self.ema_timing, EMA_TIMINGS),
+                                     ("bridge-init", self.bridge_init, BRIDGE_INITS),
+                                     ("head-init", self.head_init, HEAD_INITS),
+                                     ("lr-schedule", self.lr_schedule, LR_SCHEDULES),
+                                     ("split", self.split, SPLITS)):
+            if value not in allowed:
+                raise choice_error(what, value, allowed)
+        if not isinstance(self.head_overrides, dict) or not all(
+                isinstance(v, dict) for v in self.head_overrides.values()):
+            raise ConfigError(f"head-overrides must map a head index to options, got "
+                              f"{self.head_overrides!r}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(f"need weight-decay >= 0 and 0 <= momentum < 1, got "
                               f"{self.weight_decay!r} and {self.momentum!r}")
@@ -97,6 +125,8 @@ class TrainConfig:
             raise ConfigError(f"ema-momentum must be in [0, 1), got {self.ema_momentum!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup-epochs must be in [0, epochs], got {self.warmup_epochs!r}")
+        if self.split == "reference" and self.boundaries is None:
+            self.resolve_split()
         if self.boundaries is not None and len(self.boundaries) != self.blocks - 1:
             raise ConfigError(f"boundaries {list(self.boundaries)} give "
                               f"{len(self.boundaries) + 1} blocks but blocks is {self.blocks}; "
@@ -106,6 +136,18 @@ class TrainConfig:
                               f"{self.blocks} / boundaries {self.boundaries} need a local "
                               "method, e.g. --method dgl+manpp")
         return self
+
+    def resolve_split(self) -> None:
+        """``split="reference"``: the reference's cut points for this model and K, written
+        into ``boundaries`` (and ``blocks``, the reference's K + 1 where its table leaves
+        the stem out, e.g. K=8 on resnet32 -> 9 blocks). A saved config is already
+        resolved, so a resume builds the same blocks."""
+        from .reference import reference_boundaries
+
+        if self.method.strip().lower() == "e2e":
+            return
+        self.boundaries = reference_boundaries(self.model, self.blocks)
+        self.blocks = len(self.boundaries) + 1
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,11 +11,12 @@ from .bank import FeatureBank
 from .errors import ConfigError, ConfigTypeError, choice_error
 from .heads import HeadContext, build_head
 from .methods import MethodSpec, list_methods, parse_method
-from .momentum import INITS, LB_KINDS, MomentumBridge, ema_update
+from .momentum import EMA_TIMINGS, INITS, LB_KINDS, MomentumBridge, ema_update
 from .nets.checks import as_float, as_floats, as_int, as_size
 from .nets.units import UnitNet, run_unit
 from .tasks import get_task
 from .measure.memory import unit_activation_costs
+from .reference import INIT_CHOICES, reference_init_
 from .split import balanced_split, split
 
 SPLITS = ("equal", "memory")
@@ -39,7 +40,9 @@ class LocalNet(nn.Module):
                  head_opts: Optional[Dict[str, object]] = None,
                  lb: str = "unit", ema_momentum: float = 0.995,
                  recompute: bool = False, split_by: str = "equal",
-                 bridge_init: str = "copy") -> None:
+                 bridge_init: str = "copy", ema_timing: str = "after-step",
+                 head_init: str = "default",
+                 head_overrides: Optional[Mapping[int, Mapping[str, object]]] = None) -> None:
         super().__init__()
         spec = as_method(method)
         if not isinstance(model, UnitNet):
@@ -57,6 +60,10 @@ class LocalNet(nn.Module):
             raise choice_error("lb", lb, LB_KINDS)
         if bridge_init not in INITS:
             raise choice_error("bridge_init", bridge_init, INITS)
+        if ema_timing not in EMA_TIMINGS:
+            raise choice_error("ema_timing", ema_timing, EMA_TIMINGS)
+        if head_init not in INIT_CHOICES:
+            raise choice_error("head_init", head_init, INIT_CHOICES)
         if head_opts is not None and not isinstance(head_opts, Mapping):
             raise ConfigTypeError(f"head_opts must be a dict of head options, got {head_opts!r}")
         if boundaries is not None:
@@ -72,6 +79,7 @@ class LocalNet(nn.Module):
         if head_family is not None:  # the model's recipe for the family, overridable per option
             head_opts = {**model.family_opts(head_family), **(head_opts or {})}
         self.ema_momentum = float(ema_momentum)
+        self.ema_timing = ema_timing
         self.mean, self.std = mean, std
         # a wrapped ViT's position embeddings fix its input size (unless built dynamic)
         info0 = model.unit_info[0]
@@ -95,6 +103,7 @@ class LocalNet(nn.Module):
         else:
             self.ranges = split(model.num_body_units, k, boundaries)
         info = model.unit_info
+        per_head = _check_overrides(head_overrides, k - 1)
         reductions = sorted({u.reduction for u in info[:-1]})
         heads: List[nn.Module] = []
         self.head_contexts: List[HeadContext] = []
@@ -118,7 +127,10 @@ class LocalNet(nn.Module):
                               num_stages=len(reductions), task=self.task,
                               rest=tuple(zip(model.units[first_rest:], info[first_rest:])))
             self.head_contexts.append(ctx)
-            heads.append(build_head(str(head_family), ctx, **(head_opts or {})))
+            head = build_head(str(head_family), ctx, **{**(head_opts or {}), **per_head.get(j, {})})
+            if head_init == "reference":
+                reference_init_(head)
+            heads.append(head)
         self.heads = nn.ModuleList(heads)
         self.bridges = nn.ModuleList(bridges)
 
@@ -280,15 +292,22 @@ class LocalNet(nn.Module):
         ``after_block(j)`` runs right after block j's backward — the place to step
         block j's optimizer and drop its gradients, so that gradient memory is one
         block's. That is exact: no later loss reaches block j's parameters. The
-        EMA update (``ema_update``) is the caller's, after all blocks.
+        EMA update (``ema_update``) is the caller's, after all blocks, unless
+        ``ema_timing="before-step"``: then bridge j's EMA copy moves here, right after
+        block j's backward and before ``after_block(j)``, towards its unit's weights
+        before any of this step's updates (the reference code's order).
         """
         losses: List[torch.Tensor] = []
+        early = self.ema_timing == "before-step" and len(self.bridges) > 0
+        sources = self.ema_sources() if early else []
         for j, loss in self.block_losses(x, y):
             if backward is None:
                 loss.backward()
             else:
                 backward(loss)
             losses.append(loss.detach())
+            if early and j < len(self.bridges):
+                ema_update([self.bridges[j]], [sources[j]], self.ema_momentum)
             if after_block is not None:
                 after_block(j)
         return torch.stack(losses)
@@ -298,9 +317,34 @@ class LocalNet(nn.Module):
         return [self.model.units[self.ranges[j + 1][0]] for j in range(len(self.bridges))]
 
     def ema_update(self) -> None:
-        """One fused EMA step of every bridge towards the unit it tracks."""
-        if len(self.bridges):
+        """One fused EMA step of every bridge towards the unit it tracks (after the
+        optimizer steps); nothing under ``ema_timing="before-step"``, where
+        ``train_step`` already moved each copy."""
+        if len(self.bridges) and self.ema_timing == "after-step":
             ema_update(list(self.bridges), self.ema_sources(), self.ema_momentum)
+
+
+def _check_overrides(overrides: Optional[Mapping[int, Mapping[str, object]]],
+                     num_heads: int) -> Dict[int, Dict[str, object]]:
+    """Per-head options ``{head index: {option: value}}`` (e.g. head 0 built differently,
+    as in the reference InfoPro code); indices must name an existing head."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigTypeError(f"head_overrides must map a head index to options, got {overrides!r}")
+    out: Dict[int, Dict[str, object]] = {}
+    for key, opts in overrides.items():
+        # JSON (config.json) keeps the indices as strings
+        j = int(key) if isinstance(key, str) and key.strip().isdigit() else \
+            as_int("head_overrides index", key)
+        if not 0 <= j < num_heads:
+            raise ConfigError(f"head_overrides names head {j}, but this network has "
+                              f"{num_heads} local head(s): 0..{num_heads - 1}" if num_heads else
+                              f"head_overrides names head {j}, but this network has no local head")
+        if not isinstance(opts, Mapping):
+            raise ConfigTypeError(f"head_overrides[{j}] must be a dict of head options, got {opts!r}")
+        out[j] = dict(opts)
+    return out
 
 
 def as_method(method: Union[str, MethodSpec]) -> MethodSpec:

@@ -10,10 +10,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import choice_error
+from .reference import reference_init_
 
 BRIDGE_KINDS = ("ema", "man", "manpp")
 LB_KINDS = ("unit", "channel")
-INITS = ("copy", "random")
+INITS = ("copy", "random", "reference")
+# when an EMA copy follows its unit: after the optimizer steps (post-step weights), or
+# right after its block's backward, before any step (the reference code)
+EMA_TIMINGS = ("after-step", "before-step")
 
 
 class ChannelAffine(nn.Module):
@@ -45,9 +49,11 @@ class MomentumBridge(nn.Module):
     input, so head j's gradient reaches block j through it.
 
     ``init="copy"`` starts both copies equal to the unit (the paper's intent);
-    ``"random"`` starts them from a fresh default initialisation of the unit, equal to
-    each other but not to the unit, as the reference code does (it copies the units
-    before re-initialising the backbone).
+    ``"random"`` starts them from one fresh default (PyTorch) initialisation of the unit,
+    equal to each other but not to the unit; ``"reference"`` is what the reference code
+    does (it copies the units before its weight-init loop): EMA and LB each redrawn
+    independently with that loop's init (``reference.reference_init_``), so they match
+    neither the unit nor each other.
     """
 
     def __init__(self, next_unit: nn.Module, channels: int, kind: str = "manpp",
@@ -66,6 +72,8 @@ class MomentumBridge(nn.Module):
             next_unit = _reinitialised(next_unit)
             lb_units = [next_unit, *(_reinitialised(u) for u in lb_units[1:])] if lb_units else ()
         self.ema = copy.deepcopy(next_unit)
+        if init == "reference":  # the EMA copy drawn here, the LB copies below: independent
+            reference_init_(self.ema)
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.lb: nn.Module | None = None
@@ -76,6 +84,8 @@ class MomentumBridge(nn.Module):
                 self.lb = copy.deepcopy(nn.Sequential(*lb_units))
             else:
                 self.lb = copy.deepcopy(next_unit)
+            if init == "reference" and lb != "channel":
+                reference_init_(self.lb)
             for p in self.lb.parameters():
                 p.requires_grad_(True)
         self.scale = nn.Parameter(torch.ones(())) if kind == "manpp" else None

@@ -24,6 +24,7 @@ from .heads import head_options
 from .local_net import LocalNet
 from .methods import parse_method
 from .optim import BlockOptimizers
+from .reference import epoch_lr
 from .parallel import allreduce_grads, any_rank, collective, init_distributed
 from .nets import create_model
 from .evaluate import autocast, evaluate, evaluate_heads, evaluate_metrics, head_report  # noqa: F401
@@ -39,15 +40,28 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
                          image_size=data.image_size)
     check_same_task(model.task, getattr(data, "task", "classification"), cfg.model, cfg.dataset)
     # JSON turns tuples into lists: give the heads back the tuples they were built with
-    head_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.head_opts.items()}
+    head_opts = _tuples(cfg.head_opts)
+    overrides = {k: _tuples(v) for k, v in cfg.head_overrides.items()}
+    # "reference" is resolved into boundaries by cfg.validate(); the cuts are given
+    split_by = "equal" if cfg.split == "reference" else cfg.split
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
                     head_opts=head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
-                    recompute=cfg.recompute, split_by=cfg.split, bridge_init=cfg.bridge_init)
+                    recompute=cfg.recompute, split_by=split_by, bridge_init=cfg.bridge_init,
+                    ema_timing=cfg.ema_timing, head_init=cfg.head_init,
+                    head_overrides=overrides)
+
+
+def _tuples(opts: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up from ``warmup_start_lr`` then cosine to 0, as a pure function of step."""
+    """Linear warm-up from ``warmup_start_lr`` then cosine to 0, as a pure function of step
+    (``lr_schedule="epoch"``: the reference's per-epoch values, ``reference.epoch_lr``)."""
+    if cfg.lr_schedule == "epoch":
+        return epoch_lr(cfg.lr, step // steps_per_epoch, cfg.epochs, cfg.warmup_epochs,
+                        cfg.warmup_start_lr)
     total = cfg.epochs * steps_per_epoch
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     if step < warm:

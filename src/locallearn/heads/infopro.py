@@ -11,7 +11,7 @@ from ..bank import FeatureBank
 from ..errors import ConfigError, choice_error
 from ..nets.pool import GlobalAvgPool
 from .base import HEADS, AuxHead, HeadContext, interpolate
-from .losses import supcon_loss
+from .losses import SUPCON_MEANS, supcon_loss
 
 LOSSES = ("ce", "supcon")
 CLASSIFIERS = ("1c2f", "2c2f")
@@ -79,11 +79,12 @@ class Classifier(nn.Module):
 
     def __init__(self, ctx: HeadContext, config: str = "1c2f", loss: str = "supcon",
                  widen: float = 1.0, feature_dim: int = 128, temperature: float = 0.07,
-                 max_width: int = 0) -> None:
+                 max_width: int = 0, supcon_mean: str = "positives") -> None:
         super().__init__()
         c = ctx.info.channels
         self.loss_mode = loss
         self.temperature = temperature
+        self.supcon_mean = supcon_mean
         self.stride = 2 if max(ctx.feature_size) > 8 else 1
         width = int((2 * c if self.stride == 2 else c) * widen)
         if max_width > 0:  # wide ImageNet features: 1024 -> 2048 3x3 would be 19M weights
@@ -107,7 +108,8 @@ class Classifier(nn.Module):
         out = self(features)
         if self.loss_mode == "ce":
             return F.cross_entropy(out, target)
-        return supcon_loss(F.normalize(out.float(), dim=1), target, self.temperature)
+        return supcon_loss(F.normalize(out.float(), dim=1), target, self.temperature,
+                           self.supcon_mean)
 
 
 @HEADS.register("infopro")
@@ -118,6 +120,9 @@ class InfoProHead(AuxHead):
     ``interp`` ("block" or "stage", see ``base.interpolate``); the resolved
     weights of this head are ``self.ixx`` / ``self.ixy``.
 
+    ``supcon_mean``: how SupCon averages over anchors (``losses.supcon_loss``):
+    "positives" (anchors with a positive) or "all" (the reference code).
+
     For a task other than classification the classifier is the task's own predictor and
     loss (``loss``, ``classifier``, ``feature_dim``, ``temperature`` and ``max_width``
     then have no effect): reconstruction decoder + task predictor.
@@ -127,8 +132,11 @@ class InfoProHead(AuxHead):
                  ixy: Tuple[float, float] = (0.05, 0.5), interp: str = "block",
                  loss: str = "supcon", classifier: str = "1c2f", widen: float = 1.0,
                  feature_dim: int = 128, temperature: float = 0.07,
-                 decoder: str = "resize_first", max_width: int = 0) -> None:
+                 decoder: str = "resize_first", max_width: int = 0,
+                 supcon_mean: str = "positives") -> None:
         super().__init__()
+        if supcon_mean not in SUPCON_MEANS:
+            raise choice_error("infopro supcon_mean", supcon_mean, SUPCON_MEANS)
         if decoder not in DECODER_ORDERS:
             raise choice_error("infopro decoder", decoder, DECODER_ORDERS)
         if loss not in LOSSES:
@@ -146,7 +154,7 @@ class InfoProHead(AuxHead):
         self.task = ctx.task
         if ctx.task.name == "classification":
             self.classifier: nn.Module = Classifier(ctx, classifier, loss, widen, feature_dim,
-                                                    temperature, max_width)
+                                                    temperature, max_width, supcon_mean)
             self._scores = loss == "ce"
         else:
             self.classifier = ctx.task.predictor(ctx.info.channels, ctx.num_classes)

@@ -5,14 +5,19 @@ import torch
 import torch.nn.functional as F
 
 
+SUPCON_MEANS = ("positives", "all")
+
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor,
-                temperature: float = 0.07) -> torch.Tensor:
+                temperature: float = 0.07, mean: str = "positives") -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), one view per sample.
 
     ``features``: [B, D], already L2-normalised. For anchor i with positives P(i)
     (same label, j != i): ``l_i = -1/|P(i)| sum_p log softmax_{a != i}(z_i.z_a / T)_p``.
-    Anchors without a positive are skipped; the loss is the mean over the others
-    (0, still attached to the graph, if no anchor has a positive).
+    ``mean="positives"``: anchors without a positive are skipped, the loss is the mean
+    over the others (0, still attached to the graph, if no anchor has a positive);
+    ``mean="all"``: the mean over every anchor, one without a positive counting as 0
+    (the reference code's SupConLoss).
     """
     # float32: the 1/T-scaled logits and the exp-sum are not safe in half precision.
     z = features.float()
@@ -31,6 +36,8 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor,
     # where(): -inf * 0 on the diagonal would give NaN.
     pos_log_prob = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
     per_anchor = -pos_log_prob / num_pos.clamp_min(1).to(z.dtype)
+    if mean == "all":  # an anchor without a positive has pos_log_prob 0: it counts as 0
+        return per_anchor.mean()
     return (per_anchor * keep).sum() / keep.sum().clamp_min(1.0)
 
 
