@@ -45,7 +45,7 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]]) -> 
     e2e, dgl = _final(by_seed["e2e"]), _final(by_seed["dgl"])
     today = _final(by_seed["dgl+manpp"])
     dgl_ref: Optional[Dict[int, float]] = None
-    ref_key = next((m for m in budget["fidelity"] if not m.startswith("dgl+")), None)
+    ref_key = next(iter(budget.get("fidelity_base", [])), None)
     if ref_key in by_seed:
         dgl_ref = _final(by_seed[ref_key])
     out = ["", "### Fidelity: which reference detail moves the gap share (issue 15)", "",

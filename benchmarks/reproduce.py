@@ -81,7 +81,8 @@ BUDGETS = {
                     main=["dgl+manpp", "dgl", "e2e"],
                     # issue 15: the reference preset's details (at this budget's recipe),
                     # all at once, then one at a time (fidelity_table.py)
-                    fidelity=["dgl+manpp@preset=manpp-cifar-dgl", "dgl@preset=manpp-cifar-dgl"],
+                    fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
+                    fidelity_base=["dgl@preset=manpp-cifar-dgl"],
                     factors=["dgl+manpp@ema_timing=before-step",
                              "dgl+manpp@bridge_init=reference",
                              "dgl+manpp@head_init=reference"],
@@ -109,9 +110,9 @@ PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [
         ("short", "slm", [1, 2]),
         # issue 15 (GPU): MAN++ under the reference preset for every seed, then DGL under
         # it, then each of its details alone
-        ("plateau", "fidelity", [0, 1, 2]), ("plateau", "factors", [0]),
-        ("plateau", "factors", [1, 2])]
-GROUPS = ("main", "probe", "slm", "fidelity", "factors")  # "rest": a budget's other methods
+        ("plateau", "fidelity", [0, 1, 2]), ("plateau", "fidelity_base", [0, 1, 2]),
+        ("plateau", "factors", [0]), ("plateau", "factors", [1, 2])]
+GROUPS = ("main", "probe", "slm", "fidelity", "fidelity_base", "factors")  # "rest": the others
 
 
 def jobs(budget: str) -> List[tuple]:
