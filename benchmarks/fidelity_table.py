@@ -6,8 +6,10 @@ same initial backbone and data order, so paired differences are the test.
 """
 from __future__ import annotations
 
+import csv
 import statistics
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 PAPERS_SHARE = 0.69  # MAN++ Table I, CIFAR-10 ResNet-32 K=16: (14.08 - 8.75) / (14.08 - 6.37)
 
@@ -17,6 +19,10 @@ WHAT = {
     "dgl+manpp@ema_timing=before-step": "only: EMA moved before the step",
     "dgl+manpp@bridge_init=reference": "only: EMA / LB redrawn independently",
     "dgl+manpp@head_init=reference": "only: heads' convs redrawn",
+    "infopro+manpp": "today's defaults (InfoPro's own heads and weights)",
+    "infopro+manpp@preset=manpp-cifar-infopro": "the reference preset (2c2f CE heads, "
+                                                "stage weights, head 0 1c2f SupCon) and "
+                                                "its bridge details",
 }
 
 
@@ -29,7 +35,8 @@ def _mean_sd(values: List[float], fmt: str = "{:.2f}") -> str:
         return "-"
     if len(values) == 1:
         return fmt.format(values[0]) + " (one seed)"
-    return fmt.format(statistics.mean(values)) + " +- " + fmt.format(statistics.stdev(values))
+    spread = fmt.replace("+", "")  # a spread has no sign
+    return fmt.format(statistics.mean(values)) + " +- " + spread.format(statistics.stdev(values))
 
 
 def _shares(acc: Dict[int, float], dgl: Dict[int, float], e2e: Dict[int, float]) -> List[float]:
@@ -37,13 +44,16 @@ def _shares(acc: Dict[int, float], dgl: Dict[int, float], e2e: Dict[int, float])
     return [(acc[s] - dgl[s]) / (e2e[s] - dgl[s]) for s in seeds if e2e[s] != dgl[s]]
 
 
-def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
+def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
+                   unfinished: Optional[Path] = None,
+                   run_name: Optional[Callable[[str, int], str]] = None) -> List[str]:
     """The gap-share table of a budget with a ``fidelity`` group (empty without one, or
-    before E2E, DGL and DGL+MAN++ have a finished seed in common)."""
+    before E2E, DGL and DGL+MAN++ have a finished seed in common). ``unfinished``: a
+    folder of runs stopped before their last epoch (``run_name(method, seed)`` names
+    them), compared with the finished rows at the epoch they reached."""
     if "fidelity" not in budget or not {"e2e", "dgl", "dgl+manpp"} <= by_seed.keys():
         return []
     e2e, dgl = _final(by_seed["e2e"]), _final(by_seed["dgl"])
-    today = _final(by_seed["dgl+manpp"])
     dgl_ref: Optional[Dict[int, float]] = None
     ref_key = next(iter(budget.get("fidelity_base", [])), None)
     if ref_key in by_seed:
@@ -55,15 +65,21 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]]) -> 
            "recipe (batch, lr, schedule); the preset adds only what the reference code does "
            "around the bridge and the heads. E2E has no bridge or head, so the preset leaves "
            "it as it is.", "",
-           "| DGL+MAN++ variant | what differs | seeds | final acc % | gap share vs DGL "
-           "| minus today's DGL+MAN++, paired (points) |", "|---|---|---|---|---|---|"]
-    for method in ["dgl+manpp", *budget["fidelity"], *budget.get("factors", [])]:
-        if not method.startswith("dgl+manpp") or method not in by_seed:
+           "| MAN++ variant | what differs | seeds | final acc % | gap share vs its base "
+           "(DGL or InfoPro) | minus today's MAN++ on the same base, paired (points) |",
+           "|---|---|---|---|---|---|"]
+    variants = [*budget["fidelity"], *budget.get("factors", []), *budget.get("fidelity_infopro", [])]
+    todays = [m for m in ("dgl+manpp", "infopro+manpp")
+              if m == "dgl+manpp" or any(v.startswith(m + "@") for v in variants)]
+    for method in [*todays, *variants]:
+        family = method.split("+")[0].split("@")[0]
+        mine = f"{family}+manpp"
+        if "+manpp" not in method or not {method, family, mine} <= by_seed.keys():
             continue
-        acc = _final(by_seed[method])
-        shares = _shares(acc, dgl, e2e)
+        acc, base, today = (_final(by_seed[m]) for m in (method, family, mine))
+        shares = _shares(acc, base, e2e)
         diffs = [acc[s] - today[s] for s in sorted(set(acc) & set(today))]
-        diff = "-" if method == "dgl+manpp" else _mean_sd(diffs, "{:+.2f}")
+        diff = "-" if method == mine else _mean_sd(diffs, "{:+.2f}")
         out.append(f"| `{method}` | {WHAT.get(method, '')} | {len(acc)} | "
                    f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)} | {diff} |")
     if dgl_ref is not None:
@@ -77,4 +93,45 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]]) -> 
             if shares:
                 out.append(f"Gap share of the preset's DGL+MAN++ against the preset's own "
                            f"DGL: {_mean_sd(shares)}.")
+    if unfinished is not None and run_name is not None:
+        out += _unfinished_lines(budget, by_seed, unfinished, run_name)
     return out
+
+
+def _curve(path: Path) -> List[float]:
+    with open(path) as f:
+        return [100 * float(r["test_acc"]) for r in csv.DictReader(f)]
+
+
+def _unfinished_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
+                      folder: Path, run_name: Callable[[str, int], str]) -> List[str]:
+    """Rows whose runs stopped early (a GPU sitting ran out), epoch-matched: each run
+    against today's DGL+MAN++, DGL and E2E of the same seed *at the same epoch* (the
+    cosine schedule is the same up to there; the final epochs are not in these)."""
+    rows = []
+    for method in [*budget["fidelity"], *budget.get("factors", [])]:
+        if method in by_seed and len(by_seed[method]) >= len(budget["seeds"]):
+            continue  # finished for every seed: the table above has it
+        runs = {s: _curve(folder / run_name(method, s) / "metrics.csv")
+                for s in budget["seeds"] if (folder / run_name(method, s) / "metrics.csv").is_file()}
+        runs = {s: c for s, c in runs.items() if s in by_seed.get("dgl+manpp", {})}
+        if not runs:
+            continue
+        epoch = min(len(c) for c in runs.values())
+        at = {s: c[epoch - 1] for s, c in runs.items()}
+        today = {s: by_seed["dgl+manpp"][s][epoch - 1] for s in at}
+        dgl = {s: by_seed["dgl"][s][epoch - 1] for s in at if s in by_seed.get("dgl", {})}
+        e2e = {s: by_seed["e2e"][s][epoch - 1] for s in at if s in by_seed.get("e2e", {})}
+        diffs = [at[s] - today[s] for s in sorted(at)]
+        rows.append(f"| `{method}` | {epoch} of {budget['epochs']} | {', '.join(map(str, sorted(at)))} | "
+                    f"{_mean_sd(list(at.values()))} | {_mean_sd(list(today.values()))} | "
+                    f"{', '.join(f'{d:+.2f}' for d in diffs)} ({_mean_sd(diffs, '{:+.2f}')}) | "
+                    f"{_mean_sd(_shares(at, dgl, e2e))} vs {_mean_sd(_shares(today, dgl, e2e))} |")
+    if not rows:
+        return []
+    return ["", "Runs stopped before their last epoch (the GPU sitting ended; a later sitting "
+            "retrains them from the start), compared at the epoch they reached with the "
+            "finished runs of the same seeds at that same epoch (same schedule up to there):", "",
+            "| variant | epoch | seeds | its acc % then | today's DGL+MAN++ then | "
+            "paired difference (points) | gap share then: variant vs today's |",
+            "|---|---|---|---|---|---|---|", *rows]

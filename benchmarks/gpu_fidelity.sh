@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue 15's plateau-budget runs (and issue 14's last slm seeds) on one CUDA GPU, in one
 # sitting of at most SECONDS (default 540):
-#  - CUDA MPS when the machine allows it, so that many small trainers share the SMs
-#    (checked with a tiny CUDA call; without it fewer trainers run, since time-sliced
-#    trainers of this size saturate the GPU at about six);
+#  - CUDA MPS when the machine allows it (checked with a tiny CUDA call), WORKERS
+#    trainers (default 6; 4 without MPS). Seen on an H100 on 2026-11-26 with MPS: 11
+#    trainers kept the GPU 85-100% busy and DGL+MAN++ took ~50 s an epoch, so none of its
+#    10-epoch runs ended within 540 s; 3 trainers alone took ~36 s an epoch. Six finish
+#    a 10-epoch DGL+MAN++ run (~6-7 min) inside one sitting;
 #  - pool A: `reproduce.py --budget plateau` (PLAN order: DGL+MAN++ under the reference
 #    preset for seeds 0-2, DGL under it, then each preset detail alone);
 #  - pool B: `reproduce.py --budget short` (the slm rows' seeds still missing);
@@ -14,10 +16,11 @@
 #    the logs and the GPU's utilisation every 10 s.
 # Needs a python3 holding torch, torchvision, tqdm and matplotlib; Fashion-MNIST from
 # $LOCALLEARN_DATA (default: .gpudata/ in the repository) or the Debian package's folder.
-#   bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS]
+#   bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS]
 set -u -o pipefail
-out=$(realpath -m "${1:?usage: bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS]}")
+out=$(realpath -m "${1:?usage: bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS]}")
 budget=${2:-540}
+workers=${3:-6}
 cd "$(dirname "$0")/.."
 if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
     echo "gpu_fidelity.sh: python3 sees no CUDA GPU (or no torch); these runs need one" >&2
@@ -37,13 +40,21 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 
     >"$out/gpu_util.csv" 2>/dev/null &
 smi=$!
 
-workers_a=4 workers_b=2
+# pool B only while the short budget's slm seeds are missing (one trainer each)
+missing=$(python3 - <<'PY'
+import sys; sys.path.insert(0, "benchmarks")
+import reproduce as r
+print(sum(1 for j in r.jobs("short") if j[1].startswith("slm") and not r.finished(*j)))
+PY
+)
+workers_b=$(( missing < 2 ? missing : 2 ))
+workers_a=$(( workers < 4 ? workers : 4 ))
 if command -v nvidia-cuda-mps-control >/dev/null; then
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     if nvidia-cuda-mps-control -d 2>>"$log" && timeout 60 python3 -c \
         "import torch; x = torch.ones(4, device='cuda'); assert float(x.sum()) == 4" 2>>"$log"; then
-        workers_a=7 workers_b=4
+        workers_a=$(( workers - workers_b ))
         say "MPS on"
     else
         echo quit | nvidia-cuda-mps-control 2>/dev/null
@@ -56,22 +67,27 @@ say "pool A: plateau, $workers_a trainers; pool B: short (slm), $workers_b train
 setsid python3 benchmarks/reproduce.py --budget plateau --device cuda --workers "$workers_a" \
     >"$out/plateau.log" 2>&1 &
 pool_a=$!
-setsid python3 benchmarks/reproduce.py --budget short --device cuda --workers "$workers_b" \
-    --seeds 1,2 >"$out/short.log" 2>&1 &
-pool_b=$!
+pool_b=0
+if (( workers_b > 0 )); then
+    setsid python3 benchmarks/reproduce.py --budget short --device cuda --workers "$workers_b" \
+        --seeds 1,2 >"$out/short.log" 2>&1 &
+    pool_b=$!
+fi
 stop_at=$((budget - 50))
-while (( SECONDS - t0 < stop_at )) && { kill -0 $pool_a 2>/dev/null || kill -0 $pool_b 2>/dev/null; }; do
+alive() { kill -0 $pool_a 2>/dev/null || { (( pool_b > 0 )) && kill -0 $pool_b 2>/dev/null; }; }
+while (( SECONDS - t0 < stop_at )) && alive; do
     sleep 5
 done
 say "stopping the trainers"
-for pg in $pool_a $pool_b; do kill -TERM -- -"$pg" 2>/dev/null; done
+pools="$pool_a$( (( pool_b > 0 )) && echo " $pool_b")"
+for pg in $pools; do kill -TERM -- -"$pg" 2>/dev/null; done
 for _ in $(seq 20); do
-    kill -0 $pool_a 2>/dev/null || kill -0 $pool_b 2>/dev/null || break
+    alive || break
     sleep 1
 done
-for pg in $pool_a $pool_b; do kill -KILL -- -"$pg" 2>/dev/null; done
+for pg in $pools; do kill -KILL -- -"$pg" 2>/dev/null; done
 kill $smi 2>/dev/null
-grep -h "^==\|Error\|error" "$out/plateau.log" "$out/short.log" | tail -40 | tee -a "$log"
+grep -h "^==\|Error\|error" "$out"/*.log | tail -40 | tee -a "$log"
 # the tables from what finished (the trainers may have been stopped mid-rewrite)
 python3 benchmarks/reproduce.py --budget plateau --table-only >>"$log" 2>&1
 python3 benchmarks/reproduce.py --budget short --table-only >>"$log" 2>&1
@@ -81,7 +97,8 @@ tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' \
     benchmarks/results/section_reproduce_plateau.md benchmarks/results/section_reproduce_short.md \
     benchmarks/results/reproduce_plateau.png benchmarks/results/reproduce_short.png \
     benchmarks/results/layerwise_plateau.png benchmarks/results/layerwise_short.png \
-    runs/reproduce 2>>"$log"
+    runs/reproduce/*/*/metrics.csv runs/reproduce/*/*/config.json \
+    runs/reproduce/*/*/segments.json 2>>"$log"
 if command -v nvidia-cuda-mps-control >/dev/null && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
     echo quit | nvidia-cuda-mps-control 2>/dev/null
 fi

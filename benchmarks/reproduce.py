@@ -64,9 +64,22 @@ BUDGETS = {
                            # the reference code's copies start freshly initialised
                            "dgl+manpp@bridge_init=random",
                            "dgl+ema", "dgl+man", "dgl+manpp@channel",
-                           "infopro+manpp@decoder=conv_first", "slm", "slm+manpp"],
+                           "infopro+manpp@decoder=conv_first", "slm", "slm+manpp",
+                           "dgl+manpp@preset=manpp-cifar-dgl", "dgl@preset=manpp-cifar-dgl",
+                           "dgl+manpp@ema_timing=before-step",
+                           "dgl+manpp@bridge_init=reference",
+                           "dgl+manpp@head_init=reference",
+                           "infopro+manpp@preset=manpp-cifar-infopro"],
                   # the feature-bank paper's aux nets beside DGL and InfoPro (issue 14)
-                  slm=["slm", "slm+manpp"]),
+                  slm=["slm", "slm+manpp"],
+                  # issue 15 on the CPU: the reference preset's details, all at once, the
+                  # DGL base under it, each detail alone, then InfoPro's preset
+                  fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
+                  fidelity_base=["dgl@preset=manpp-cifar-dgl"],
+                  factors=["dgl+manpp@ema_timing=before-step",
+                           "dgl+manpp@bridge_init=reference",
+                           "dgl+manpp@head_init=reference"],
+                  fidelity_infopro=["infopro+manpp@preset=manpp-cifar-infopro"]),
     # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's
     # curve flattens out; ~47 min a run on one CPU thread, i.e. the three rows finish in
     # one sitting (run directories are not kept between sittings on every machine)
@@ -108,11 +121,14 @@ PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [
         ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2]),
         ("short8", "slm", [0]), ("short", "slm", [0]), ("short8", "slm", [1, 2]),
         ("short", "slm", [1, 2]),
+        ("short", "fidelity", [0, 1, 2]), ("short", "factors", [0, 1, 2]),
+        ("short", "fidelity_base", [0, 1, 2]), ("short", "fidelity_infopro", [0, 1, 2]),
         # issue 15 (GPU): MAN++ under the reference preset for every seed, then DGL under
         # it, then each of its details alone
         ("plateau", "fidelity", [0, 1, 2]), ("plateau", "fidelity_base", [0, 1, 2]),
         ("plateau", "factors", [0]), ("plateau", "factors", [1, 2])]
-GROUPS = ("main", "probe", "slm", "fidelity", "fidelity_base", "factors")  # "rest": the others
+GROUPS = ("main", "probe", "slm", "fidelity", "fidelity_base", "factors",
+          "fidelity_infopro")  # "rest": a budget's other methods
 
 
 def jobs(budget: str) -> List[tuple]:
@@ -365,7 +381,8 @@ def write_section(budget: str, command: str) -> None:
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
     lines += devices_line(budget)
     lines += paired_lines(by_seed)
-    lines += fidelity_lines(b, by_seed)
+    lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",
+                            lambda m, s: run_dir(budget, m, b["ks"][0], s).name)
     if curves:
         series = {}
         for label, runs in curves.items():
