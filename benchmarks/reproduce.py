@@ -292,8 +292,8 @@ def devices_line(budget: str) -> List[str]:
         where.setdefault(parts, []).append(f"`{method}` seed {seed}")
     if not where:
         return []
-    return ["", "Trained on a GPU by `bash benchmarks/gpu_checks.sh OUT_DIR SECONDS SEED` (the "
-            "other runs: on this CPU, one thread each): " + "; ".join(
+    return ["", "Trained on a GPU in a GPU sitting (`benchmarks/gpu_checks.sh` or "
+            "`benchmarks/gpu_fidelity.sh`; the other runs: on this CPU, one thread each): " + "; ".join(
                 f"{', '.join(runs)}: {parts}" for parts, runs in where.items()) + "."]
 
 
