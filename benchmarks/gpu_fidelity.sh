@@ -6,8 +6,9 @@
 #    trainers kept the GPU 85-100% busy and DGL+MAN++ took ~50 s an epoch, so none of its
 #    10-epoch runs ended within 540 s; 3 trainers alone took ~36 s an epoch. Six finish
 #    a 10-epoch DGL+MAN++ run (~6-7 min) inside one sitting;
-#  - pool A: `reproduce.py --budget plateau` (PLAN order: DGL+MAN++ under the reference
-#    preset for seeds 0-2, DGL under it, then each preset detail alone);
+#  - pool A: `reproduce.py --budget BUDGET` (default plateau; PLAN order: DGL+MAN++
+#    under the reference preset for seeds 0-2, DGL under it, then each preset detail
+#    alone; `paper`: the papers' recipe at batch 1024, today's rows and the preset's);
 #  - pool B: `reproduce.py --budget short` (the slm rows' seeds still missing);
 #  - SIGTERM to every trainer 50 s before the deadline (a trainer checkpoints and exits;
 #    a run that did not finish is retrained by a later sitting: its checkpoint is too
@@ -16,11 +17,12 @@
 #    the logs and the GPU's utilisation every 10 s.
 # Needs a python3 holding torch, torchvision, tqdm and matplotlib; Fashion-MNIST from
 # $LOCALLEARN_DATA (default: .gpudata/ in the repository) or the Debian package's folder.
-#   bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS]
+#   bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS] [BUDGET]
 set -u -o pipefail
-out=$(realpath -m "${1:?usage: bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS]}")
+out=$(realpath -m "${1:?usage: bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS] [WORKERS] [BUDGET]}")
 budget=${2:-540}
 workers=${3:-6}
+plan=${4:-plateau}
 cd "$(dirname "$0")/.."
 if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
     echo "gpu_fidelity.sh: python3 sees no CUDA GPU (or no torch); these runs need one" >&2
@@ -63,9 +65,9 @@ if command -v nvidia-cuda-mps-control >/dev/null; then
     fi
 fi
 
-say "pool A: plateau, $workers_a trainers; pool B: short (slm), $workers_b trainers"
-setsid python3 benchmarks/reproduce.py --budget plateau --device cuda --workers "$workers_a" \
-    >"$out/plateau.log" 2>&1 &
+say "pool A: $plan, $workers_a trainers; pool B: short (slm), $workers_b trainers"
+setsid python3 benchmarks/reproduce.py --budget "$plan" --device cuda --workers "$workers_a" \
+    >"$out/$plan.log" 2>&1 &
 pool_a=$!
 pool_b=0
 if (( workers_b > 0 )); then
@@ -89,14 +91,14 @@ for pg in $pools; do kill -KILL -- -"$pg" 2>/dev/null; done
 kill $smi 2>/dev/null
 grep -h "^==\|Error\|error" "$out"/*.log | tail -40 | tee -a "$log"
 # the tables from what finished (the trainers may have been stopped mid-rewrite)
-python3 benchmarks/reproduce.py --budget plateau --table-only >>"$log" 2>&1
+python3 benchmarks/reproduce.py --budget "$plan" --table-only >>"$log" 2>&1
 python3 benchmarks/reproduce.py --budget short --table-only >>"$log" 2>&1
 # finished runs (kept results) and the curves of unfinished ones, without checkpoints
 tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' \
-    benchmarks/results/reproduce/plateau benchmarks/results/reproduce/short \
-    benchmarks/results/section_reproduce_plateau.md benchmarks/results/section_reproduce_short.md \
-    benchmarks/results/reproduce_plateau.png benchmarks/results/reproduce_short.png \
-    benchmarks/results/layerwise_plateau.png benchmarks/results/layerwise_short.png \
+    benchmarks/results/reproduce/"$plan" benchmarks/results/reproduce/short \
+    benchmarks/results/section_reproduce_"$plan".md benchmarks/results/section_reproduce_short.md \
+    benchmarks/results/reproduce_"$plan".png benchmarks/results/reproduce_short.png \
+    benchmarks/results/layerwise_"$plan".png benchmarks/results/layerwise_short.png \
     runs/reproduce/*/*/metrics.csv runs/reproduce/*/*/config.json \
     runs/reproduce/*/*/segments.json 2>>"$log"
 if command -v nvidia-cuda-mps-control >/dev/null && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
