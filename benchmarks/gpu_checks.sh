@@ -8,26 +8,16 @@
 # Everything worth keeping lands in OUT_DIR (at most 8 files): copy the sections/JSON into
 # benchmarks/results/, untar plateau.tgz in the repository root, then run
 # benchmarks/write_benchmarks.py. Needs a python3 holding torch, torchvision, tqdm and
-# matplotlib; Fashion-MNIST from $LOCALLEARN_DATA or the Debian package's folder.
+# matplotlib; Fashion-MNIST from $LOCALLEARN_DATA (default: .gpudata/ in the repository) or
+# the Debian package's folder.
 #   bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS] [SEED]
 set -u -o pipefail
 out=$(realpath -m "${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [SECONDS] [SEED]}")
 budget=${2:-480}
 seed=${3:-1}
-cd "$(dirname "$0")/.."
-if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
-    echo "gpu_checks.sh: python3 sees no CUDA GPU (or no torch); these checks need one" >&2
-    exit 2
-fi
-mkdir -p "$out"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-t0=$SECONDS
+source "$(dirname "$0")/gpu_common.sh"
+gpu_preamble gpu_checks.sh
 left() { echo $((budget - (SECONDS - t0))); }
-log="$out/log.txt"
-
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
-torchvision.__version__, torch.cuda.get_device_name(), torch.cuda.is_available())"; } 2>&1 | tee "$log"
 
 echo "== [$((SECONDS - t0)) s] memory cross-check" | tee -a "$log"
 timeout 150 python3 benchmarks/crosscheck_memory.py --device cuda --results "$out" 2>&1 | tee -a "$log"

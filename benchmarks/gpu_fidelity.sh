@@ -23,21 +23,9 @@ out=$(realpath -m "${1:?usage: bash benchmarks/gpu_fidelity.sh OUT_DIR [SECONDS]
 budget=${2:-540}
 workers=${3:-6}
 plan=${4:-plateau}
-cd "$(dirname "$0")/.."
-if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
-    echo "gpu_fidelity.sh: python3 sees no CUDA GPU (or no torch); these runs need one" >&2
-    exit 2
-fi
-mkdir -p "$out"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-export LOCALLEARN_DATA=${LOCALLEARN_DATA:-$PWD/.gpudata}
-t0=$SECONDS
-log="$out/log.txt"
+source "$(dirname "$0")/gpu_common.sh"
+gpu_preamble gpu_fidelity.sh
 say() { echo "== [$((SECONDS - t0)) s] $*" | tee -a "$log"; }
-
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
-torchvision.__version__, torch.cuda.get_device_name())"; nproc; } 2>&1 | tee -a "$log"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
     >"$out/gpu_util.csv" 2>/dev/null &
 smi=$!

@@ -40,3 +40,29 @@ def test_gpu_steps_table_shows_max_memory_allocated(bench_script):
     assert "max_memory_allocated" in table[0]
     assert table[2] == "| e2e | 1 | 10.0 (1.00) | 20.0 (1.00) | 21.0 (1.00) | 2.0 (1.00) | 0.010 (1.00) | 1.00 |"
     assert table[1].count("|") == table[0].count("|")
+
+
+def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
+    tab = bench_script("fidelity_table")
+    budget = dict(seeds=[0, 1], epochs=2, fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
+                  factors=["dgl+manpp@ema_timing=before-step"])
+    by_seed = {"e2e": {0: [80, 90], 1: [80, 92]}, "dgl": {0: [70, 80], 1: [70, 82]},
+               "dgl+manpp": {0: [75, 85], 1: [75, 84]},
+               "dgl+manpp@preset=manpp-cifar-dgl": {0: [74, 84], 1: [76, 86]}}
+    text = "\n".join(tab.fidelity_lines(budget, by_seed))
+    # today's: shares 0.5 and 0.2; the preset's: 0.4 and 0.4, paired -1 and +2 points
+    assert "| `dgl+manpp` | today's" in text and "| 0.35 +- 0.21 |" in text
+    assert "| 0.40 +- 0.00 | +0.50 +- 2.12 |" in text
+    assert "ema_timing" not in text  # no finished run: no row
+
+
+def test_gpu_scripts_refuse_a_machine_without_cuda(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for script in ("gpu_fidelity.sh", "gpu_checks.sh"):
+        res = subprocess.run(["bash", str(root / "benchmarks" / script), str(tmp_path / script)],
+                             capture_output=True, text=True, timeout=120,
+                             env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
+        assert res.returncode == 2 and "sees no CUDA GPU" in res.stderr, res.stderr
