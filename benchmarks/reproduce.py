@@ -592,6 +592,8 @@ def main() -> None:
                     help="start this many single-thread trainers (each claims runs)")
     ap.add_argument("--seeds", type=seed_list, default=None,
                     help="train only these seeds, e.g. 1,2 (default: the budget's)")
+    ap.add_argument("--only", default=None,
+                    help="train only these methods (comma-separated, as in the table)")
     a = ap.parse_args()
     if a.workers < 1:
         ap.error(f"--workers must be >= 1, got {a.workers}")
@@ -605,13 +607,16 @@ def main() -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         procs = [subprocess.Popen([sys.executable, __file__, "--budget", a.budget,
                                    "--device", a.device]
-                                  + (["--seeds", ",".join(map(str, a.seeds))] if a.seeds else []),
+                                  + (["--seeds", ",".join(map(str, a.seeds))] if a.seeds else [])
+                                  + (["--only", a.only] if a.only else []),
                                   env=env) for _ in range(a.workers)]
         for p in procs:
             p.wait()
     elif not a.table_only:
         for budget, method, k, seed in jobs(a.budget):
             if a.seeds is not None and seed not in a.seeds:
+                continue
+            if a.only is not None and method not in a.only.split(","):
                 continue
             if train_one(budget, method, k, seed, a.device):
                 write_section(budget, command(budget))
