@@ -267,3 +267,22 @@ def test_cli_refuses_bad_fidelity_options(tmp_path, capsys, args, message):
 
     assert re.search(message, err), err
     assert "Traceback" not in err and not (out / "config.json").exists()
+
+
+def test_man_preset_has_no_stem_block_and_divides_by_the_reference_k():
+    cfg = TrainConfig()
+    apply_preset(cfg, "man-cifar-infopro")
+    cfg.validate()
+    # MAN (ECCV): the stem joins the first module of its K=16 table: 15 blocks
+    assert (cfg.method, cfg.blocks, cfg.boundaries[:2]) == ("infopro+man", 15, [2, 3])
+    assert cfg.head_opts["interp_over"] == 14 and "supcon_mean" not in cfg.head_opts
+    net = LocalNet(CifarResNet(32), cfg.blocks, cfg.method, boundaries=cfg.boundaries,
+                   head_opts=dict(cfg.head_opts))
+    for j, head in enumerate(net.heads):
+        unit = net.ranges[j + 1][0]  # the bridged unit; its stage is what the code reads
+        stage = 1 + (unit - 1) // 5
+        assert math.isclose(head.ixx, 5 * (1 - stage / 14), abs_tol=1e-12), j
+    # MAN++ at its K=8 is 9 blocks, but the code still divides by K - 2 = 6
+    k8 = TrainConfig(blocks=8)
+    apply_preset(k8, "manpp-cifar-infopro", given={"blocks"})
+    assert k8.head_opts["interp_over"] == 6 and k8.validate().blocks == 9

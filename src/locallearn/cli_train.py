@@ -283,12 +283,14 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
             print(f"{PROG}: {line}", file=sys.stderr)
     blocks_before = cfg.blocks
     cfg.validate()
-    if cfg.split == "reference" and cfg.blocks != blocks_before:
+    if cfg.split.startswith("reference") and cfg.blocks != blocks_before:
         from .reference import reference_block_sizes
 
-        print(f"{PROG}: split reference: the reference's K={blocks_before} is {cfg.blocks} "
-              f"blocks here (the stem trains as a block of its own), units per block "
-              f"{reference_block_sizes(cfg.model, blocks_before)}", file=sys.stderr)
+        alone = cfg.split == "reference"
+        print(f"{PROG}: split {cfg.split}: the reference's K={blocks_before} is {cfg.blocks} "
+              f"blocks here ({'the stem trains as a block of its own' if alone else 'the stem joins the first module'}), "
+              f"units per block {reference_block_sizes(cfg.model, blocks_before, alone)}",
+              file=sys.stderr)
     return cfg
 
 

@@ -15,7 +15,7 @@ EMA_TIMINGS = ("after-step", "before-step")  # momentum.EMA_TIMINGS (kept import
 BRIDGE_INITS = ("copy", "random", "reference")  # momentum.INITS
 HEAD_INITS = ("default", "reference")  # reference.INIT_CHOICES
 LR_SCHEDULES = ("cosine", "epoch")
-SPLITS = ("equal", "memory", "reference")
+SPLITS = ("equal", "memory", "reference", "reference-man")
 
 
 @dataclass
@@ -61,8 +61,9 @@ class TrainConfig:
     # options of single heads over head_opts, by head index ("0": the first head)
     head_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     boundaries: Optional[List[int]] = None
-    # "reference": the reference code's K tables (reference.reference_boundaries); its K
-    # counts the modules after the stem's own, so K=8 on resnet32 is 9 blocks
+    # "reference": the MAN++ code's K tables (reference.reference_boundaries); its K
+    # counts the modules after the stem's own, so K=8 on resnet32 is 9 blocks;
+    # "reference-man": the MAN (ECCV) code's, the stem in the first module (K=16: 15)
     split: str = "equal"
     preset: str = ""  # the preset the run started from, if any (what it set is in here)
     eval_batch_size: int = 512
@@ -125,7 +126,7 @@ class TrainConfig:
             raise ConfigError(f"ema-momentum must be in [0, 1), got {self.ema_momentum!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup-epochs must be in [0, epochs], got {self.warmup_epochs!r}")
-        if self.split == "reference" and self.boundaries is None:
+        if self.split.startswith("reference") and self.boundaries is None:
             self.resolve_split()
         if self.boundaries is not None and len(self.boundaries) != self.blocks - 1:
             raise ConfigError(f"boundaries {list(self.boundaries)} give "
@@ -146,7 +147,8 @@ class TrainConfig:
 
         if self.method.strip().lower() == "e2e":
             return
-        self.boundaries = reference_boundaries(self.model, self.blocks)
+        self.boundaries = reference_boundaries(self.model, self.blocks,
+                                               stem_alone=self.split == "reference")
         self.blocks = len(self.boundaries) + 1
 
     def to_dict(self) -> Dict[str, Any]:

@@ -63,6 +63,19 @@ PRESETS.add("manpp-cifar-infopro", Preset(
     settings={**_CIFAR_RECIPE, **_REFERENCE_BRIDGE, **_INFOPRO_HEADS,
               "method": "infopro+manpp"}))
 
+# The MAN (ECCV 2024) code: LB(h) + EMA(h) without a scale, no module for the stem (it
+# joins the first module of the table: K=16 is 15 blocks), every head built from the
+# script's options (2c2f, CE with the README's flags); the same recipe, EMA timing and
+# weight-init loop as MAN++
+PRESETS.add("man-cifar-infopro", Preset(
+    source="MAN repository README: train.py --layers 32 --local_module_num 16 --cos_lr "
+           "--local_loss_mode cross_entropy --aux_net_widen 1 --aux_net_feature_dim 128 "
+           "--ixx_1 5 --ixy_1 0.5 --ixx_2 0 --ixy_2 0 --momentum 0.995 --droprate 0.0",
+    settings={**_CIFAR_RECIPE, **_REFERENCE_BRIDGE, "split": "reference-man",
+              "method": "infopro+man",
+              "head_opts": {k: v for k, v in _INFOPRO_HEADS["head_opts"].items()
+                            if k != "supcon_mean"}}))
+
 #: fields that only a method with local heads uses, and those only a bridge uses
 HEAD_FIELDS = ("blocks", "split", "boundaries", "head_opts", "head_overrides", "head_init")
 BRIDGE_FIELDS = ("lb", "ema_momentum", "ema_timing", "bridge_init")
@@ -124,6 +137,13 @@ def apply_preset(cfg: TrainConfig, name: str, given: Iterable[str] = ()) -> List
         else:
             setattr(cfg, key, value)
             done.append(f"{key}={_show(value)}")
+    opts = cfg.head_opts
+    if (opts.get("interp") == "stage" and cfg.split.startswith("reference")
+            and "interp_over" not in opts and cfg.blocks > 2):
+        # the reference divides the stage number by its own K - 2, whatever number of
+        # blocks its table makes of that K (its K=8 is 9 blocks with MAN++)
+        opts["interp_over"] = cfg.blocks - 2
+        done.append(f"head_opts.interp_over={cfg.blocks - 2} (the reference's K - 2)")
     cfg.preset = name
     lines = [f"preset {name} ({preset.source})", "  sets: " + ", ".join(done)]
     if kept:

@@ -68,9 +68,11 @@ def reference_split_models() -> Dict[str, Tuple[int, ...]]:
     return {m: tuple(sorted(t)) for m, t in _TABLES.items()}
 
 
-def reference_boundaries(model: str, k: int) -> List[int]:
+def reference_boundaries(model: str, k: int, stem_alone: bool = True) -> List[int]:
     """The reference's cut points for ``model`` at its ``K``, as the unit indices where
-    blocks 2.. start (unit 0 is the stem, which stays a block of its own)."""
+    blocks 2.. start. ``stem_alone``: the MAN++ code trains the stem as a module of its
+    own (unit 0 alone first); the MAN (ECCV) code does not (the stem joins the first
+    module of the table, so its K=16 is 15 blocks)."""
     if model not in _TABLES:
         raise ConfigError(f"split 'reference' has tables for {', '.join(_TABLES)} only, not "
                           f"{model!r}; use --split equal or --boundaries")
@@ -80,13 +82,13 @@ def reference_boundaries(model: str, k: int) -> List[int]:
                           f"got K={k}")
     n = _UNITS_PER_STAGE[model]
     ends = [1 + n * (stage - 1) + index for stage, index in table[k]]
-    return [1] + [e + 1 for e in ends[:-1]]
+    return ([1] if stem_alone else []) + [e + 1 for e in ends[:-1]]
 
 
-def reference_block_sizes(model: str, k: int) -> List[int]:
+def reference_block_sizes(model: str, k: int, stem_alone: bool = True) -> List[int]:
     """Body units per block under the reference's table, e.g. [1, 1, 2, 2, 2, 2, 2, 2, 2]
     for resnet32 at its K=8 (the stem, then the modules of its table)."""
-    cuts = reference_boundaries(model, k)
+    cuts = reference_boundaries(model, k, stem_alone)
     ends = [*cuts, 1 + 3 * _UNITS_PER_STAGE[model]]
     return [e - s for s, e in zip([0, *cuts], ends)]
 

@@ -43,7 +43,7 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     head_opts = _tuples(cfg.head_opts)
     overrides = {k: _tuples(v) for k, v in cfg.head_overrides.items()}
     # "reference" is resolved into boundaries by cfg.validate(); the cuts are given
-    split_by = "equal" if cfg.split == "reference" else cfg.split
+    split_by = "equal" if cfg.split.startswith("reference") else cfg.split
     return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
                     head_opts=head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,

@@ -71,16 +71,20 @@ HeadBuilder = Callable[..., AuxHead]
 HEADS: Registry[HeadBuilder] = Registry("head")
 
 
-def interpolate(start: float, end: float, ctx: HeadContext, by: str = "block") -> float:
+def interpolate(start: float, end: float, ctx: HeadContext, by: str = "block",
+                over: int = 0) -> float:
     """Linear schedule of a loss weight over the local heads.
 
     ``by="block"``: from ``start`` at head 0 to ``end`` at head K-2 (InfoPro's rule).
     ``by="stage"``: the MAN/MAN++ CIFAR code's rule, which interpolates by the
     1-based stage number over K-2 (kept for reproducing that code exactly).
+    ``over``: the denominator (0: the number of heads - 1, i.e. K-2). The reference
+    code divides by its own K - 2, which is not this network's where its tables give
+    another number of blocks (e.g. its K=8 is 9 blocks).
     """
     if by not in ("block", "stage"):
         raise ValueError(f"unknown interpolation {by!r} (choose from: block, stage)")
-    denom = ctx.num_heads - 1
+    denom = over if over > 0 else ctx.num_heads - 1
     if denom <= 0:
         return float(start)
     t = (ctx.index if by == "block" else ctx.stage) / denom

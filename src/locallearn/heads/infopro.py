@@ -117,7 +117,8 @@ class InfoProHead(AuxHead):
     """``ixx * BCE(reconstruction, image01) + ixy * classifier loss``.
 
     ``ixx`` / ``ixy`` are (start, end) pairs interpolated over the heads by
-    ``interp`` ("block" or "stage", see ``base.interpolate``); the resolved
+    ``interp`` ("block" or "stage", see ``base.interpolate``; ``interp_over``: its
+    denominator, 0 = heads - 1); the resolved
     weights of this head are ``self.ixx`` / ``self.ixy``.
 
     ``supcon_mean``: how SupCon averages over anchors (``losses.supcon_loss``):
@@ -133,7 +134,7 @@ class InfoProHead(AuxHead):
                  loss: str = "supcon", classifier: str = "1c2f", widen: float = 1.0,
                  feature_dim: int = 128, temperature: float = 0.07,
                  decoder: str = "resize_first", max_width: int = 0,
-                 supcon_mean: str = "positives") -> None:
+                 supcon_mean: str = "positives", interp_over: int = 0) -> None:
         super().__init__()
         if supcon_mean not in SUPCON_MEANS:
             raise choice_error("infopro supcon_mean", supcon_mean, SUPCON_MEANS)
@@ -148,8 +149,10 @@ class InfoProHead(AuxHead):
         if widen <= 0 or feature_dim < 1 or temperature <= 0:
             raise ConfigError(f"infopro: widen, feature_dim and temperature must be positive, "
                               f"got {widen}, {feature_dim}, {temperature}")
-        self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp)
-        self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp)
+        if interp_over < 0:
+            raise ConfigError(f"infopro interp_over must be >= 0 (0: heads - 1), got {interp_over}")
+        self.ixx = interpolate(*_pair("ixx", ixx), ctx, by=interp, over=interp_over)
+        self.ixy = interpolate(*_pair("ixy", ixy), ctx, by=interp, over=interp_over)
         self.decoder = Decoder(ctx, widen, decoder)
         self.task = ctx.task
         if ctx.task.name == "classification":
