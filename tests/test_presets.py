@@ -62,7 +62,11 @@ def _library_step(net: LocalNet, x, y):
     return losses, grads
 
 
-def _reference_step(net: LocalNet, x, y, ema_m: float):
+def _dgl_head_loss(net: LocalNet, j: int, mixed, x, y):
+    return F.cross_entropy(net.heads[j].logits(mixed), y)
+
+
+def _reference_step(net: LocalNet, x, y, ema_m: float, head_loss=_dgl_head_loss):
     """The reference's order, written out: zero_grad; per block forward, mix
     ``s*LB(h) + (2-s)*EMA(h)``, head loss, backward, EMA <- m*EMA + (1-m)*unit (the unit's
     weights before any step), detach; the last block's CE; then ONE SGD step."""
@@ -81,7 +85,7 @@ def _reference_step(net: LocalNet, x, y, ema_m: float):
             b = net.bridges[j]
             s = b.scale
             mixed = s * b.lb(h) + (2 - s) * b.ema(h)
-            loss = F.cross_entropy(net.heads[j].logits(mixed), y)
+            loss = head_loss(net, j, mixed, x, y)
         loss.backward()
         losses.append(loss.detach())
         if j < net.k - 1:
@@ -114,6 +118,53 @@ def test_preset_step_equals_the_reference_order_by_hand():
     ema_now = torch.cat([p.flatten() for p in net.bridges[0].ema.parameters()])
     ema_late = torch.cat([p.flatten() for p in late.bridges[0].ema.parameters()])
     assert not torch.allclose(ema_now, ema_late, atol=1e-7)
+
+
+def _infopro_head_loss(net: LocalNet, j: int, mixed, x, y):
+    """The reference InfoPro head: ixx * BCE(sigmoid(decoder), image in [0, 1]) + ixy *
+    (CE, or SupCon over all anchors on the normalised embedding), written out."""
+    head = net.heads[j]
+    image01 = (x * 0.25 + 0.5).clamp(0, 1)
+    recon = torch.sigmoid(head.decoder.last(head.decoder.first(
+        F.interpolate(mixed, size=x.shape[-2:], mode="bilinear", align_corners=True))))
+    bce = F.binary_cross_entropy(recon, image01)
+    out = head.classifier.net(mixed)
+    if head.classifier.loss_mode == "ce":
+        task = F.cross_entropy(out, y)
+    else:  # SupCon by hand: mean over every anchor, one without a positive counting 0
+        z = F.normalize(out, dim=1)
+        logits = z @ z.t() / 0.07
+        eye = torch.eye(len(y), dtype=torch.bool)
+        logits = logits.masked_fill(eye, float("-inf"))
+        logp = logits - torch.logsumexp(logits, 1, keepdim=True)
+        pos = (y[:, None] == y[None, :]) & ~eye
+        per = -torch.where(pos, logp, torch.zeros_like(logp)).sum(1) / pos.sum(1).clamp_min(1)
+        task = per.mean()
+    return head.ixx * bce + head.ixy * task
+
+
+def test_infopro_preset_step_equals_the_reference_order_by_hand():
+    s, _ = preset_settings("manpp-cifar-infopro", "infopro+manpp")
+    torch.manual_seed(0)
+    net = LocalNet(CifarResNet(8, num_classes=4), 4, "infopro+manpp", image_size=(16, 16),
+                   mean=(0.5,), std=(0.25,), ema_momentum=s["ema_momentum"],
+                   ema_timing=s["ema_timing"], bridge_init=s["bridge_init"],
+                   head_init=s["head_init"], head_opts=dict(s["head_opts"], interp_over=2),
+                   head_overrides=s["head_overrides"])
+    # head 0: 1c2f + SupCon at 5 / 0.5; head 1 reads stage 2 of 3: ixx 5 * (1 - 2/2) = 0
+    assert net.heads[0].classifier.loss_mode == "supcon" and net.heads[0].ixx == 5.0
+    assert net.heads[1].ixx == 0.0 and net.heads[1].classifier.loss_mode == "ce"
+    ref = copy.deepcopy(net)
+    g = torch.Generator().manual_seed(2)
+    # class 3 has one sample: an anchor without a positive, which SupCon "all" counts as 0
+    x, y = torch.randn(8, 3, 16, 16, generator=g), torch.tensor([0, 0, 1, 1, 2, 2, 3, 0])
+    losses, grads = _library_step(net, x, y)
+    ref_losses, ref_grads = _reference_step(ref, x, y, net.ema_momentum, _infopro_head_loss)
+    assert torch.allclose(losses, ref_losses, rtol=1e-5, atol=1e-6), (losses, ref_losses)
+    for n in grads:
+        assert torch.allclose(grads[n], ref_grads[n], rtol=1e-4, atol=1e-5), n
+    for (n, p), (_, q) in zip(net.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), n
 
 
 def test_before_step_ema_moves_towards_the_pre_step_unit():
