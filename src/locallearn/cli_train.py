@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any, Dict, List, Sequence, Set, Tuple
 
-from .config import AMP_CHOICES, TrainConfig
+from .config import AMP_CHOICES, OPTIMIZERS, TrainConfig
 from .errors import ConfigError
 
 PROG = "locallearn"
@@ -127,10 +127,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--optimizer", default=d.optimizer,
+                   help=f"each block's optimizer: {', '.join(OPTIMIZERS)} (AdamW: default "
+                        "betas, decoupled --weight-decay)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     p.add_argument("--no-nesterov", action="store_true", help="plain SGD momentum (needed "
                    "for --momentum 0)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--clip-grad-norm", type=float, default=d.clip_grad_norm, metavar="X",
+                   help="clip each block's gradient norm to X before its step (0: off)")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--warmup-start-lr", type=float, default=d.warmup_start_lr)
     p.add_argument("--lr-schedule", default=d.lr_schedule,
@@ -204,6 +209,13 @@ def _not_applicable(a: argparse.Namespace) -> None:
     if spec.bridge == "ema" and a.lb != d.lb:
         raise ConfigError(f"--lb sets the learnable copy, which {a.method!r} (EMA only) "
                           "does not have; use +man or +manpp")
+    if a.optimizer != "sgd":  # an unknown name is validate()'s to report, with the choices
+        given = [f for f, on in (("--momentum", a.momentum != d.momentum),
+                                 ("--no-nesterov", a.no_nesterov)) if on]
+        if given and a.optimizer in OPTIMIZERS:
+            verb, it = ("belongs", "it") if len(given) == 1 else ("belong", "them")
+            raise ConfigError(f"{', '.join(given)} {verb} to SGD, unused by --optimizer "
+                              f"{a.optimizer}; drop {it} or use --optimizer sgd")
     if a.dist_timeout != d.dist_timeout and not a.ddp:
         raise ConfigError("--dist-timeout applies to --ddp jobs (launched by torchrun)")
     if a.boundaries is not None and a.split != d.split:
@@ -265,7 +277,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         model=a.model, method=str(spec), blocks=blocks, dataset=a.dataset, data_dir=a.data_dir,
         image_size=a.image_size,
         download=a.download, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        momentum=a.momentum, nesterov=not a.no_nesterov, weight_decay=a.weight_decay,
+        optimizer=a.optimizer, momentum=a.momentum, nesterov=not a.no_nesterov,
+        weight_decay=a.weight_decay, clip_grad_norm=a.clip_grad_norm,
         warmup_epochs=a.warmup_epochs, warmup_start_lr=a.warmup_start_lr,
         lr_schedule=a.lr_schedule, ema_timing=a.ema_timing, head_init=a.head_init,
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,

@@ -16,6 +16,7 @@ BRIDGE_INITS = ("copy", "random", "reference")  # momentum.INITS
 HEAD_INITS = ("default", "reference")  # reference.INIT_CHOICES
 LR_SCHEDULES = ("cosine", "epoch")
 SPLITS = ("equal", "memory", "reference", "reference-man")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -32,9 +33,11 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
+    optimizer: str = "sgd"  # per block; "adamw": default betas, momentum/nesterov unused
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    clip_grad_norm: float = 0.0  # max gradient norm of each block, before its step (0: off)
     warmup_epochs: float = 0.0
     warmup_start_lr: float = 0.01
     # "cosine": per step, linear warm-up then cosine to 0; "epoch": the reference's
@@ -83,7 +86,7 @@ class TrainConfig:
                 got = f"K={value!r}" if name == "blocks" else repr(value)
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {got}")
         floats = ("lr", "momentum", "weight_decay", "warmup_epochs", "warmup_start_lr",
-                  "ema_momentum", "checkpoint_minutes", "dist_timeout")
+                  "ema_momentum", "checkpoint_minutes", "dist_timeout", "clip_grad_norm")
         for name in floats:  # nan / inf would train on (or write invalid JSON) silently
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -98,6 +101,8 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} must be an integer >= 1, got {value!r}")
         if not self.checkpoint_minutes >= 0:
             raise ConfigError(f"checkpoint-minutes must be >= 0, got {self.checkpoint_minutes!r}")
+        if not self.clip_grad_norm >= 0:
+            raise ConfigError(f"clip-grad-norm must be >= 0 (0: off), got {self.clip_grad_norm!r}")
         if not self.dist_timeout > 0:
             raise ConfigError(f"dist-timeout must be > 0 seconds, got {self.dist_timeout!r}")
         if isinstance(self.nan_patience, bool) or not isinstance(self.nan_patience, int) \
@@ -109,7 +114,8 @@ class TrainConfig:
                                      ("bridge-init", self.bridge_init, BRIDGE_INITS),
                                      ("head-init", self.head_init, HEAD_INITS),
                                      ("lr-schedule", self.lr_schedule, LR_SCHEDULES),
-                                     ("split", self.split, SPLITS)):
+                                     ("split", self.split, SPLITS),
+                                     ("optimizer", self.optimizer, OPTIMIZERS)):
             if value not in allowed:
                 raise choice_error(what, value, allowed)
         if not isinstance(self.head_overrides, dict) or not all(
@@ -119,7 +125,7 @@ class TrainConfig:
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(f"need weight-decay >= 0 and 0 <= momentum < 1, got "
                               f"{self.weight_decay!r} and {self.momentum!r}")
-        if self.nesterov and self.momentum == 0:
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("Nesterov SGD needs momentum > 0: pass --momentum > 0, or "
                               "--no-nesterov for plain SGD with --momentum 0")
         if not 0 <= self.ema_momentum < 1:
