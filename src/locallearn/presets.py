@@ -132,8 +132,12 @@ def apply_preset(cfg: TrainConfig, name: str, given: Iterable[str] = ()) -> List
         elif key == "warmup_epochs" and "epochs" in given and "epochs" in settings:
             # a shorter schedule keeps the warm-up's share of it (10 of 400: 2.5%)
             cfg.warmup_epochs = value * cfg.epochs / settings["epochs"]
+            none = (cfg.warmup_epochs < 1 and settings.get("lr_schedule") == "epoch"
+                    and "lr_schedule" not in given)
             done.append(f"warmup_epochs={cfg.warmup_epochs:g} (the preset's {value:g} of "
-                        f"{settings['epochs']} epochs, scaled to {cfg.epochs})")
+                        f"{settings['epochs']} epochs, scaled to {cfg.epochs}"
+                        + ("; under one epoch, so the per-epoch schedule warms up not at all:"
+                           " pass --warmup-epochs to keep one" if none else "") + ")")
         else:
             setattr(cfg, key, value)
             done.append(f"{key}={_show(value)}")
