@@ -54,6 +54,7 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "| `dgl+manpp` | today's" in text and "| 0.35 +- 0.21 |" in text
     assert "| 0.40 +- 0.00 | +0.50 +- 2.12 (within noise) |" in text
     assert "Reading: DGL+MAN++ minus DGL, paired over 2 seed(s): +3.50 +- 2.12" in text
+    assert "(within noise): the papers' lift of DGL is not shown" in text
     assert "ema_timing" not in text  # no finished run: no row
 
 
