@@ -28,6 +28,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 
 from ..errors import choice_error
 from .registry import MODELS
+from .resnet_parts import out_channels, set_in_chans
 from .units import UnitInfo, UnitNet
 
 #: The recipe of MAN++ Table V (Cityscapes, K=2, InfoPro+MAN++): one InfoPro head =
@@ -122,16 +123,6 @@ def _dilate_basic_stage(layer: nn.Sequential, previous: int, dilation: int) -> N
             block.downsample[0].stride = (1, 1)
 
 
-def _set_in_chans(body: nn.Module, in_chans: int) -> None:
-    """A new first conv for ``in_chans`` input channels (e.g. grayscale), ResNet's init."""
-    if in_chans == body.conv1.in_channels:
-        return
-    old = body.conv1
-    body.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride,
-                           old.padding, bias=False)
-    nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
-
-
 def _trunk(depth: int, dilate: Tuple[bool, bool, bool]) -> ResNet:
     """A torchvision ResNet (random init) whose layer2..4 flagged in ``dilate`` keep
     their input resolution by dilation."""
@@ -177,13 +168,8 @@ def source_model(name: str, num_classes: int = 21, in_chans: int = 3) -> nn.Modu
     else:
         model = getattr(torchvision.models.segmentation, f"deeplabv3_resnet{depth}")(
             weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
-    _set_in_chans(model.backbone, in_chans)
+    set_in_chans(model.backbone, in_chans)
     return model
-
-
-def _out_channels(block: nn.Module) -> int:
-    last_bn = getattr(block, "bn3", None) or block.bn2  # Bottleneck / BasicBlock
-    return last_bn.num_features
 
 
 def deeplab_units(model: nn.Module, in_chans: int, num_classes: int) -> UnitNet:
@@ -201,7 +187,7 @@ def deeplab_units(model: nn.Module, in_chans: int, num_classes: int) -> UnitNet:
             # V3+: the stride-4 skip is layer1's output, read by the head from the bank
             low = plus and li == 1 and bi == len(layer) - 1
             units.append(block)
-            info.append(UnitInfo(f"layer{li}.{bi}", _out_channels(block), reduction,
+            info.append(UnitInfo(f"layer{li}.{bi}", out_channels(block), reduction,
                                  writes="low" if low else None))
     units.append(model.classifier)
     info.append(UnitInfo("classifier", num_classes, 4 if plus else reduction, kind="head",

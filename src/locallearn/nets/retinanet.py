@@ -25,7 +25,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ..errors import ConfigError, ConfigTypeError
-from .deeplab import _out_channels, _set_in_chans
+from .resnet_parts import out_channels, set_in_chans
 from .units import UnitInfo, UnitNet
 
 #: ResNet depths torchvision builds (18/34: BasicBlock, 50/101/152: Bottleneck)
@@ -54,7 +54,7 @@ def retinanet_source(depth: int, num_classes: int, in_chans: int = 3) -> RetinaN
                           f"{', '.join(map(str, DEPTHS))})")
     body = getattr(torchvision.models, f"resnet{depth}")(weights=None,
                                                          norm_layer=nn.BatchNorm2d)
-    _set_in_chans(body, in_chans)
+    set_in_chans(body, in_chans)
     # in_channels_list comes from body.inplanes: 128/256/512 (Basic), 512/1024/2048 (Bottleneck)
     backbone = _resnet_fpn_extractor(body, trainable_layers=5, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))
@@ -129,7 +129,7 @@ def retinanet_units(model: RetinaNet, in_chans: int, num_classes: int) -> UnitNe
             reduction *= block.stride
             last = bi == len(layer) - 1
             units.append(block)
-            info.append(UnitInfo(f"layer{li}.{bi}", _out_channels(block), reduction,
+            info.append(UnitInfo(f"layer{li}.{bi}", out_channels(block), reduction,
                                  writes=BANK_NAMES.get(li) if last else None))
     units.append(RetinaNetTaskUnit(model))
     # channels/reduction of the finest level's class scores (P3, stride 8)
