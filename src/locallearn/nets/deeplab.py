@@ -15,7 +15,7 @@ align_corners=False, what torchvision's forward does), so the loss is the same.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 
 from ..errors import choice_error
 from .registry import MODELS
-from .resnet_parts import out_channels, set_in_chans
+from .resnet_parts import set_in_chans, trunk_units
 from .units import UnitInfo, UnitNet
 
 #: The recipe of MAN++ Table V (Cityscapes, K=2, InfoPro+MAN++): one InfoPro head =
@@ -176,19 +176,8 @@ def deeplab_units(model: nn.Module, in_chans: int, num_classes: int) -> UnitNet:
     """``model`` (a ``DeepLabV3`` without aux classifier, or a ``DeepLabV3Plus``) as
     units sharing its modules; sizes computed from the strides (no dry run)."""
     plus = isinstance(model, DeepLabV3Plus)
-    body = model.backbone
-    units: List[nn.Module] = [nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)]
-    info = [UnitInfo("stem", body.conv1.out_channels, 4)]  # conv1 s2, maxpool s2
-    reduction = 4
-    for li in range(1, 5):
-        layer = getattr(body, f"layer{li}")
-        for bi, block in enumerate(layer):
-            reduction *= block.stride  # 1 for dilated blocks
-            # V3+: the stride-4 skip is layer1's output, read by the head from the bank
-            low = plus and li == 1 and bi == len(layer) - 1
-            units.append(block)
-            info.append(UnitInfo(f"layer{li}.{bi}", out_channels(block), reduction,
-                                 writes="low" if low else None))
+    # V3+: the stride-4 skip is layer1's output, read by the head from the bank
+    units, info, reduction = trunk_units(model.backbone, {1: "low"} if plus else {})
     units.append(model.classifier)
     info.append(UnitInfo("classifier", num_classes, 4 if plus else reduction, kind="head",
                          reads=("low",) if plus else ()))

@@ -2,7 +2,11 @@
 (DeepLab, RetinaNet)."""
 from __future__ import annotations
 
+from typing import Dict, List, Tuple
+
 from torch import nn
+
+from .units import UnitInfo
 
 
 def set_in_chans(body: nn.Module, in_chans: int) -> None:
@@ -19,3 +23,24 @@ def out_channels(block: nn.Module) -> int:
     """Output channels of a torchvision BasicBlock / Bottleneck (its last BN's width)."""
     last_bn = getattr(block, "bn3", None) or block.bn2
     return last_bn.num_features
+
+
+def trunk_units(body: nn.Module,
+                writes: Dict[int, str]) -> Tuple[List[nn.Module], List[UnitInfo], int]:
+    """A torchvision ResNet trunk as units: the stem (conv1, bn1, relu, maxpool), then
+    every residual block of layer1..layer4, sharing ``body``'s modules; the last block of
+    layer ``li`` writes bank feature ``writes[li]`` where given. Sizes come from the
+    strides (no dry run: it builds on the meta device). Returns (units, infos, the
+    trunk's output reduction)."""
+    units: List[nn.Module] = [nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)]
+    info = [UnitInfo("stem", body.conv1.out_channels, 4)]  # conv1 s2, maxpool s2
+    reduction = 4
+    for li in range(1, 5):
+        layer = getattr(body, f"layer{li}")
+        for bi, block in enumerate(layer):
+            reduction *= block.stride  # 1 for dilated blocks
+            last = bi == len(layer) - 1
+            units.append(block)
+            info.append(UnitInfo(f"layer{li}.{bi}", out_channels(block), reduction,
+                                 writes=writes.get(li) if last else None))
+    return units, info, reduction

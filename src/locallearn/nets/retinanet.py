@@ -25,7 +25,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ..errors import ConfigError, ConfigTypeError
-from .resnet_parts import out_channels, set_in_chans
+from .resnet_parts import set_in_chans, trunk_units
 from .units import UnitInfo, UnitNet
 
 #: ResNet depths torchvision builds (18/34: BasicBlock, 50/101/152: Bottleneck)
@@ -119,18 +119,7 @@ class RetinaNetTaskUnit(nn.Module):
 def retinanet_units(model: RetinaNet, in_chans: int, num_classes: int) -> UnitNet:
     """``model`` (from ``retinanet_source``) as units sharing its modules; channels and
     reductions computed from the strides (no dry run, so it builds on the meta device)."""
-    body = model.backbone.body
-    units: List[nn.Module] = [nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)]
-    info = [UnitInfo("stem", body.conv1.out_channels, 4)]  # conv1 s2, maxpool s2
-    reduction = 4
-    for li in range(1, 5):
-        layer = getattr(body, f"layer{li}")
-        for bi, block in enumerate(layer):
-            reduction *= block.stride
-            last = bi == len(layer) - 1
-            units.append(block)
-            info.append(UnitInfo(f"layer{li}.{bi}", out_channels(block), reduction,
-                                 writes=BANK_NAMES.get(li) if last else None))
+    units, info, _ = trunk_units(model.backbone.body, BANK_NAMES)
     units.append(RetinaNetTaskUnit(model))
     # channels/reduction of the finest level's class scores (P3, stride 8)
     info.append(UnitInfo("retinanet_head", num_classes, 8, kind="head",
