@@ -14,7 +14,13 @@ from typing import Callable, Dict, List, Optional
 PAPERS_SHARE = 0.69  # MAN++ Table I, CIFAR-10 ResNet-32 K=16: (14.08 - 8.75) / (14.08 - 6.37)
 PAPERS_GAP = 14.08 - 6.37  # the same table's DGL -> E2E gap, points of test error
 # Student's t, 97.5% quantile, by degrees of freedom (a two-sided 5% test)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def rejects_zero(diffs: List[float]) -> bool:
+    """Whether a two-sided paired t-test rejects a zero mean of ``diffs`` at 5% (n >= 2)."""
+    sd = statistics.stdev(diffs)
+    return abs(statistics.mean(diffs)) > T975.get(len(diffs) - 1, 2.0) * sd / len(diffs) ** 0.5
 
 WHAT = {
     "dgl+manpp": "today's defaults (EMA after the step, exact copies, default heads)",
@@ -107,10 +113,8 @@ def verdict(diffs: List[float]) -> str:
     "within noise" (one seed: no test)."""
     if len(diffs) < 2:
         return "one seed, no test"
-    sd = statistics.stdev(diffs)
-    mean = statistics.mean(diffs)
-    if sd == 0 or abs(mean) > T975.get(len(diffs) - 1, 2.0) * sd / len(diffs) ** 0.5:
-        return "higher" if mean > 0 else "lower"
+    if rejects_zero(diffs):
+        return "higher" if statistics.mean(diffs) > 0 else "lower"
     return "within noise"
 
 

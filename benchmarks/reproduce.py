@@ -47,7 +47,7 @@ from locallearn.measure.bench import environment  # noqa: E402
 from locallearn.presets import apply_preset  # noqa: E402
 
 from bench_steps import git_rev  # noqa: E402  (benchmarks/ is on sys.path)
-from fidelity_table import fidelity_lines  # noqa: E402
+from fidelity_table import fidelity_lines, rejects_zero  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -421,8 +421,6 @@ def write_section(budget: str, command: str) -> None:
     atomic_write_text(section, "\n".join(lines) + "\n")  # several workers rewrite it
 
 
-# Student's t, 97.5% quantile, by degrees of freedom (a two-sided 5% test)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path) -> None:
@@ -464,7 +462,7 @@ def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
         mean = statistics.mean(diffs)
         if len(diffs) < 2:
             verdict = "one seed"
-        elif abs(mean) > T975.get(len(diffs) - 1, 2.0) * statistics.stdev(diffs) / len(diffs) ** 0.5:
+        elif rejects_zero(diffs):
             verdict = "better" if mean > 0 else "worse"
         else:
             verdict = "within noise"

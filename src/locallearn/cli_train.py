@@ -96,9 +96,14 @@ def explicit_options(argv: Sequence[str]) -> Set[str]:
             if isinstance(action.choices, dict):
                 for opt in action.choices[sub]._actions:
                     opt.default = argparse.SUPPRESS
-    given = set(vars(parser.parse_args(list(argv))))
+    return fields_of(vars(parser.parse_args(list(argv))))
+
+
+def fields_of(dests) -> Set[str]:
+    """TrainConfig field names of parsed ``train`` destinations (``--head-opt`` fills
+    both head_opts and head_overrides)."""
     rename = {"no_nesterov": "nesterov", "no_augment": "augment", "head_opt": "head_opts"}
-    return {rename.get(g, g) for g in given} | ({"head_overrides"} if "head_opt" in given else set())
+    return {rename.get(d, d) for d in dests} | ({"head_overrides"} if "head_opt" in dests else set())
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -111,8 +116,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
     p.add_argument("--split", default=d.split,
                    help="equal (same number of units per block), memory (balance the "
-                        "activations measured by a dry run) or reference (the reference "
-                        "code's K tables; its K=8 on resnet32 is 9 blocks)")
+                        "activations measured by a dry run), reference (the MAN++ code's K "
+                        "tables; its K=8 on resnet32 is 9 blocks) or reference-man (the MAN "
+                        "code's: the stem in the first block)")
     p.add_argument("--preset", default=None,
                    help="a named recipe of options, e.g. manpp-cifar-dgl (see `locallearn "
                         "list`); options given by hand win")
@@ -241,9 +247,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         from .cli import build_parser
 
         defaults = vars(build_parser().parse_args(["train", "--out", a.out]))
-        rename = {"no_nesterov": "nesterov", "no_augment": "augment", "head_opt": "head_opts"}
-        given = {rename.get(k, k) for k, v in vars(a).items() if defaults.get(k, v) != v}
-        given |= {"head_overrides"} if a.head_opt else set()
+        given = fields_of([k for k, v in vars(a).items() if defaults.get(k, v) != v])
     given = set(given)
     if a.preset is not None:
         from .presets import PRESETS
@@ -300,10 +304,10 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         from .reference import reference_block_sizes
 
         alone = cfg.split == "reference"
+        stem = "the stem trains as a block of its own" if alone else "the stem joins the first module"
         print(f"{PROG}: split {cfg.split}: the reference's K={blocks_before} is {cfg.blocks} "
-              f"blocks here ({'the stem trains as a block of its own' if alone else 'the stem joins the first module'}), "
-              f"units per block {reference_block_sizes(cfg.model, blocks_before, alone)}",
-              file=sys.stderr)
+              f"blocks here ({stem}), units per block "
+              f"{reference_block_sizes(cfg.model, blocks_before, alone)}", file=sys.stderr)
     return cfg
 
 

@@ -11,9 +11,11 @@ from typing import Any, Dict, List, Optional
 from .errors import ConfigError, choice_error
 
 AMP_CHOICES = ("none", "bf16", "fp16")
-EMA_TIMINGS = ("after-step", "before-step")  # momentum.EMA_TIMINGS (kept import-light)
-BRIDGE_INITS = ("copy", "random", "reference")  # momentum.INITS
-HEAD_INITS = ("default", "reference")  # reference.INIT_CHOICES
+# the choices of the fidelity options, defined here (no torch import) and used by
+# momentum.py / reference.py
+EMA_TIMINGS = ("after-step", "before-step")
+BRIDGE_INITS = ("copy", "random", "reference")
+HEAD_INITS = ("default", "reference")
 LR_SCHEDULES = ("cosine", "epoch")
 SPLITS = ("equal", "memory", "reference", "reference-man")
 OPTIMIZERS = ("sgd", "adamw")

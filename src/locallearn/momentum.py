@@ -9,15 +9,15 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .config import BRIDGE_INITS, EMA_TIMINGS
 from .errors import choice_error
 from .reference import reference_init_
 
 BRIDGE_KINDS = ("ema", "man", "manpp")
 LB_KINDS = ("unit", "channel")
-INITS = ("copy", "random", "reference")
 # when an EMA copy follows its unit: after the optimizer steps (post-step weights), or
 # right after its block's backward, before any step (the reference code)
-EMA_TIMINGS = ("after-step", "before-step")
+INITS, EMA_TIMINGS = BRIDGE_INITS, EMA_TIMINGS
 
 
 class ChannelAffine(nn.Module):

@@ -13,9 +13,10 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from .config import HEAD_INITS
 from .errors import ConfigError
 
-INIT_CHOICES = ("default", "reference")
+INIT_CHOICES = HEAD_INITS
 
 
 @torch.no_grad()
