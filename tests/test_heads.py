@@ -62,7 +62,7 @@ def test_builds_finite_loss_with_grad(name, ctx):
 
 
 def test_head_options_defaults():
-    assert head_options("greedy") == {}
+    assert head_options("greedy") == {"width": 0}
     assert head_options("dgl") == {"conv_width": 128, "mlp_width": 512,
                                    "conv_layers": 3, "mlp_layers": 3, "pool_exact": False}
     opts = head_options("infopro")

@@ -116,9 +116,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
     p.add_argument("--split", default=d.split,
                    help="equal (same number of units per block), memory (balance the "
-                        "activations measured by a dry run), reference (the MAN++ code's K "
-                        "tables; its K=8 on resnet32 is 9 blocks) or reference-man (the MAN "
-                        "code's: the stem in the first block)")
+                        "activations measured by a dry run), stages (cut at every "
+                        "downsampling: the MAN++ COCO K=4 on a ResNet), reference (the "
+                        "MAN++ code's K tables; its K=8 on resnet32 is 9 blocks) or "
+                        "reference-man (the MAN code's: the stem in the first block)")
     p.add_argument("--preset", default=None,
                    help="a named recipe of options, e.g. manpp-cifar-dgl (see `locallearn "
                         "list`); options given by hand win")

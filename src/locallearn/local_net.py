@@ -17,9 +17,9 @@ from .nets.units import UnitNet, run_unit
 from .tasks import get_task
 from .measure.memory import unit_activation_costs
 from .reference import INIT_CHOICES, reference_init_
-from .split import balanced_split, split
+from .split import balanced_split, split, stage_split
 
-SPLITS = ("equal", "memory")
+SPLITS = ("equal", "memory", "stages")
 
 
 class LocalNet(nn.Module):
@@ -100,6 +100,8 @@ class LocalNet(nn.Module):
             x = torch.zeros(2, model.in_chans, *image_size, device=param.device, dtype=param.dtype)
             costs = unit_activation_costs(list(model.units)[:-1], x)
             self.ranges: List[Tuple[int, int]] = balanced_split(costs, k)
+        elif split_by == "stages" and boundaries is None:
+            self.ranges = stage_split([u.reduction for u in model.unit_info[:-1]], k)
         else:
             self.ranges = split(model.num_body_units, k, boundaries)
         info = model.unit_info

@@ -76,6 +76,19 @@ PRESETS.add("man-cifar-infopro", Preset(
               "head_opts": {k: v for k, v in _INFOPRO_HEADS["head_opts"].items()
                             if k != "supcon_mean"}}))
 
+# The MAN++ COCO code (Exp_on_COCO): RetinaNet, K=4 at the ResNet's stages ([stem +
+# layer1], [layer2], [layer3], [layer4 + FPN + head]; EMA sources layer2[0], layer3[0],
+# layer4[0]), small RetinaNet heads on the local P3 / P4 / P5-P7 (the greedy family's
+# detection predictor), SGD lr 0.01, momentum 0.9, wd 1e-4, gradient norm clipped at 1.0
+# per block. Its bridges start random (weights copied before its init); ours start as
+# exact copies, the paper's intent (--bridge-init random to match it).
+PRESETS.add("manpp-coco-retinanet", Preset(
+    source="MAN++ repository Exp_on_COCO (RetinaNet, ResNet-34/101/152 backbones, K=4)",
+    settings={"model": "retinanet_resnet34", "method": "greedy+manpp", "blocks": 4,
+              "split": "stages", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+              "nesterov": False, "weight_decay": 1e-4, "clip_grad_norm": 1.0,
+              "warmup_epochs": 0.0, "ema_momentum": 0.995}))
+
 #: fields that only a method with local heads uses, and those only a bridge uses
 HEAD_FIELDS = ("blocks", "split", "boundaries", "head_opts", "head_overrides", "head_init")
 BRIDGE_FIELDS = ("lb", "ema_momentum", "ema_timing", "bridge_init")

@@ -41,6 +41,26 @@ def split(num_units: int, k: int, boundaries: Optional[Sequence[int]] = None) ->
     return list(zip(starts, ends))
 
 
+def stage_starts(reductions: Sequence[int]) -> List[int]:
+    """The body units where a new resolution stage starts (its reduction grows): the cut
+    points of a split at every downsampling, the stem joining the first stage. For a
+    torchvision ResNet that is [stem + layer1], [layer2], [layer3], [layer4]: the MAN++
+    COCO code's K=4."""
+    return [i for i in range(1, len(reductions)) if reductions[i] > reductions[i - 1]]
+
+
+def stage_split(reductions: Sequence[int], k: int) -> List[Range]:
+    """``split`` at the resolution stages; K must be the number of stages (or 1)."""
+    cuts = stage_starts(reductions)
+    if k == 1:
+        return split(len(reductions), 1)
+    if k != len(cuts) + 1:
+        raise ConfigError(f"split 'stages' cuts this model at its {len(cuts) + 1} resolution "
+                          f"stages (units {cuts}), so K must be {len(cuts) + 1}, got K={k}; "
+                          "use --split equal or --boundaries for another K")
+    return split(len(reductions), k, boundaries=cuts)
+
+
 def balanced_split(costs: Sequence[float], k: int) -> List[Range]:
     """K contiguous ranges minimising the largest block's summed cost (e.g. memory).
 

@@ -11,12 +11,16 @@ from .base import HEADS, AuxHead, HeadContext
 class GreedyHead(AuxHead):
     """The task predictor and the task's loss: for classification a linear classifier on
     globally pooled features and cross-entropy; for segmentation a conv predictor of
-    per-pixel scores and pixel-wise cross-entropy."""
+    per-pixel scores and pixel-wise cross-entropy; for detection a small RetinaNet head
+    on local pyramid levels. ``width``: the dense predictors' hidden channels (0: the
+    task's default; a detector's recipe sets its FPN width)."""
 
-    def __init__(self, ctx: HeadContext) -> None:
+    def __init__(self, ctx: HeadContext, width: int = 0) -> None:
         super().__init__()
         self.task = ctx.task
-        self.fc = ctx.task.predictor(ctx.info.channels, ctx.num_classes)  # "fc": checkpoint keys
+        # "fc": the checkpoint keys of every task's predictor
+        self.fc = ctx.task.predictor(ctx.info.channels, ctx.num_classes, ctx.info.reduction,
+                                     width=width)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)

@@ -160,7 +160,8 @@ class InfoProHead(AuxHead):
                                                     temperature, max_width, supcon_mean)
             self._scores = loss == "ce"
         else:
-            self.classifier = ctx.task.predictor(ctx.info.channels, ctx.num_classes)
+            self.classifier = ctx.task.predictor(ctx.info.channels, ctx.num_classes,
+                                                 ctx.info.reduction)
             self._scores = True
 
     def forward(self, features: torch.Tensor, target: torch.Tensor,

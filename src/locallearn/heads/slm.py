@@ -66,7 +66,10 @@ def reduce_rest(rest: Tuple[Tuple[nn.Module, UnitInfo], ...],
 def _fresh(unit: nn.Module) -> nn.Module:
     """A copy of ``unit`` with its own, newly initialised parameters."""
     new = copy.deepcopy(unit)
-    for m in new.modules():
+    # a unit with its own reset (e.g. a detector's FPN + head, whose class prior a plain
+    # conv reset would lose) resets all of itself
+    own = getattr(new, "reset_parameters", None)
+    for m in [new] if callable(own) else new.modules():
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):  # convs, linears, norms (BatchNorm: its running stats too)
             reset()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
+from torch.utils._pytree import tree_flatten
 import torch.nn.functional as F
 
 from ..config import TrainConfig
@@ -99,7 +100,7 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
     x = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=g)
     y = net.task.example_target(spec.batch_size, (spec.image_size, spec.image_size),
                                 spec.num_classes, g)
-    x, y = x.to(device), y.to(device)
+    x, y = x.to(device), net.task.to_device(y, device)
     if spec.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     opt = BlockOptimizers(net, TrainConfig())
@@ -118,7 +119,8 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
     # every live tensor, temporaries and recomputation included (max_memory_allocated's
     # analogue on any device); it starts from params, buffers, optimizer state, batch
     row["live_peak_bytes"] = live_peak(step, device, [*net.parameters(), *net.buffers(),
-                                                      *opt.state_tensors(), x, y])
+                                                      *opt.state_tensors(), x,
+                                                      *tree_flatten(y)[0]])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -8,8 +8,7 @@ detached and the detection loss trains only the last block, FPN and head (the MA
 COCO code's K=4 split). The units share the modules of ``retinanet_source(...)``, so
 ``export_state_dict()`` loads strictly into a fresh one.
 
-Not registered in MODELS and no "detection" task yet: that, the loss (anchor
-matching + ``RetinaNetHead.compute_loss``) and post-processing come later.
+The loss, post-processing and metric are the "detection" task's (tasks/detection.py).
 """
 from __future__ import annotations
 
@@ -20,11 +19,14 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection import RetinaNet
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..errors import ConfigError, ConfigTypeError
+from ..tasks.detection import RetinaNetOutput
+from .registry import MODELS
 from .resnet_parts import set_in_chans, trunk_units
 from .units import UnitInfo, UnitNet
 
@@ -35,7 +37,8 @@ DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
 BANK_NAMES: Dict[int, str] = {2: "c3", 3: "c4"}
 
 
-def retinanet_source(depth: int, num_classes: int, in_chans: int = 3) -> RetinaNet:
+def retinanet_source(depth: int, num_classes: int, in_chans: int = 3,
+                     width: int = 256) -> RetinaNet:
     """A fresh (random-init, no download) torchvision RetinaNet on ResNet-``depth``.
 
     The layout of torchvision's ``retinanet_resnet50_fpn`` (v1) built untrained: FPN on
@@ -46,6 +49,8 @@ def retinanet_source(depth: int, num_classes: int, in_chans: int = 3) -> RetinaN
     backbones, and local blocks must be able to train every layer. For ``in_chans != 3``
     conv1 is replaced and the model's own transform normalises with the ImageNet
     mean/std averaged over RGB (it is used only when calling ``model(images)``).
+    ``width`` is the FPN's and head's channels (torchvision: 256; narrower for small
+    images on a CPU).
     """
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ConfigTypeError(f"depth must be an int in {list(DEPTHS)}, got {depth!r}")
@@ -55,37 +60,16 @@ def retinanet_source(depth: int, num_classes: int, in_chans: int = 3) -> RetinaN
     body = getattr(torchvision.models, f"resnet{depth}")(weights=None,
                                                          norm_layer=nn.BatchNorm2d)
     set_in_chans(body, in_chans)
-    # in_channels_list comes from body.inplanes: 128/256/512 (Basic), 512/1024/2048 (Bottleneck)
-    backbone = _resnet_fpn_extractor(body, trainable_layers=5, returned_layers=[2, 3, 4],
-                                     extra_blocks=LastLevelP6P7(256, 256))
+    # what _resnet_fpn_extractor(body, 5, [2, 3, 4], LastLevelP6P7(256, 256)) builds, but
+    # with the width given: C3-C5 are 128/256/512 (Basic) or 512/1024/2048 (Bottleneck)
+    c3 = body.inplanes // 4
+    backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"},
+                               [c3, c3 * 2, c3 * 4], width,
+                               extra_blocks=LastLevelP6P7(width, width))
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     if in_chans != 3:
         mean, std = [sum(mean) / 3] * in_chans, [sum(std) / 3] * in_chans
     return RetinaNet(backbone, num_classes, image_mean=mean, image_std=std)
-
-
-def _detach(value: object) -> object:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_detach(v) for v in value)
-    return value
-
-
-class RetinaNetOutput(dict):
-    """What the task unit returns: torchvision's ``head_outputs`` plus what the loss
-    and post-processing need, so the task gets all of it through ``loss(output, y)``.
-
-    Keys: ``cls_logits`` [B, sum(HWA), C] and ``bbox_regression`` [B, sum(HWA), 4]
-    (anchor-major, levels P3..P7 concatenated, as ``RetinaNetHead`` returns them),
-    ``features`` (the five FPN maps P3..P7), ``anchors`` (B tensors [sum(HWA), 4], xyxy
-    pixels, from the model's own ``AnchorGenerator``), ``image_size`` (H, W) of the
-    (batched) input. A dict subclass only for ``detach()``: ``LocalNet._walk`` detaches
-    every block's output, the last one included.
-    """
-
-    def detach(self) -> "RetinaNetOutput":
-        return RetinaNetOutput({k: _detach(v) for k, v in self.items()})
 
 
 class RetinaNetTaskUnit(nn.Module):
@@ -102,6 +86,22 @@ class RetinaNetTaskUnit(nn.Module):
         self.head = model.head
         # No parameters or buffers, so no state_dict keys: sharing it changes no export.
         self.anchor_generator = model.anchor_generator
+
+    def reset_parameters(self) -> None:
+        """Torchvision's initialisation of FPN and head (an ``slm`` head's fresh copy):
+        the head's class prior (bias -log(99)) keeps the focal loss sane at the start,
+        which the layers' own ``reset_parameters`` would lose."""
+        inner = [b[0].in_channels for b in self.fpn.inner_blocks]
+        width = self.fpn.layer_blocks[0][0].out_channels
+        fpn = FeaturePyramidNetwork(inner, width, extra_blocks=LastLevelP6P7(width, width))
+        cls = self.head.classification_head
+        head = RetinaNetHead(width, cls.num_anchors, cls.num_classes)
+        for sub in ("classification_head", "regression_head"):  # keep this head's depth
+            getattr(head, sub).conv = getattr(head, sub).conv[:len(getattr(self.head, sub).conv)]
+        dev = next(self.parameters()).device
+        self.fpn.load_state_dict(fpn.state_dict())
+        self.head.load_state_dict(head.state_dict())
+        self.to(dev)
 
     def forward(self, c5: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor,
                 image: torch.Tensor) -> RetinaNetOutput:
@@ -124,5 +124,30 @@ def retinanet_units(model: RetinaNet, in_chans: int, num_classes: int) -> UnitNe
     # channels/reduction of the finest level's class scores (P3, stride 8)
     info.append(UnitInfo("retinanet_head", num_classes, 8, kind="head",
                          reads=("c3", "c4", "image")))
+    # the reference's auxiliary RetinaNet heads are as wide as the main FPN / head
     return UnitNet(units, info, in_chans, num_classes, source=model, default_head="greedy",
-                   task="detection")
+                   default_head_opts={"width": model.backbone.out_channels}, task="detection")
+
+
+#: registered name -> (ResNet depth, FPN / head width)
+VARIANTS: Dict[str, Tuple[int, int]] = {
+    **{f"retinanet_resnet{d}": (d, 256) for d in DEPTHS},
+    # torchvision's layout at a quarter of the width: small images on a CPU
+    "retinanet_resnet18_w64": (18, 64)}
+
+
+def _register(name: str) -> None:
+    depth, width = VARIANTS[name]
+
+    def build(num_classes: int = 91, in_chans: int = 3) -> UnitNet:
+        model = retinanet_source(depth, num_classes, in_chans, width)
+        return retinanet_units(model, in_chans, num_classes)
+
+    build.__doc__ = (f"RetinaNet on ResNet-{depth} with a {width}-channel FPN (random init) "
+                     f"as units; weights export to ``retinanet_source({depth}, ..., "
+                     f"width={width})``.")
+    MODELS.add(name, build)
+
+
+for _name in VARIANTS:
+    _register(_name)

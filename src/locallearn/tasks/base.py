@@ -6,7 +6,7 @@ in ``TASKS``). A task is stateless: one instance serves every network.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Protocol, Tuple
+from typing import Any, Dict, List, Protocol, Tuple
 
 import torch
 from torch import nn
@@ -49,13 +49,20 @@ class Task:
         """The network's criterion (also what the task predictor of a head is trained by)."""
         raise NotImplementedError
 
-    def predictor(self, channels: int, num_classes: int) -> nn.Module:
-        """The small module auxiliary heads end in: features -> an output ``loss`` takes."""
+    def predictor(self, channels: int, num_classes: int, reduction: int = 1,
+                  width: int = 0) -> nn.Module:
+        """The small module auxiliary heads end in: features (``channels`` wide, at 1 /
+        ``reduction`` of the input) -> an output ``loss`` takes; ``width``: hidden
+        channels of a dense predictor (0: the task's default)."""
         raise NotImplementedError
 
     def predict(self, output: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Post-processing: the network's output -> the prediction (for an image of ``size``)."""
         raise NotImplementedError
+
+    def to_device(self, y: Any, device: torch.device) -> Any:
+        """A target moved to ``device`` (a tensor here; detection: a list of dicts)."""
+        return y.to(device)
 
     def metric(self, num_classes: int, device: torch.device) -> TaskMetric:
         """A fresh accumulator of this task's metric."""

@@ -71,7 +71,11 @@ class Classification(Task):
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
 
-    def predictor(self, channels: int, num_classes: int) -> nn.Module:
+    def predictor(self, channels: int, num_classes: int, reduction: int = 1,
+                  width: int = 0) -> nn.Module:
+        if width:  # never ignored silently
+            raise ConfigError(f"the classification predictor is one linear layer: it has no "
+                              f"width (got width={width}); width is for dense tasks")
         return PooledLinear(channels, num_classes)
 
     def predict(self, output: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

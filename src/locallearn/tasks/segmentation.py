@@ -24,8 +24,8 @@ class PixelPredictor(nn.Sequential):
     auxiliary heads end in (torchvision's FCNHead, with a floor of 16 hidden channels so
     that narrow early features keep a usable width)."""
 
-    def __init__(self, channels: int, num_classes: int) -> None:
-        hidden = max(16, channels // 4)
+    def __init__(self, channels: int, num_classes: int, width: int = 0) -> None:
+        hidden = width or max(16, channels // 4)
         super().__init__(nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
                          nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
                          nn.Conv2d(hidden, num_classes, 1))
@@ -66,8 +66,9 @@ class Segmentation(Task):
         per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
         return per_pixel / (target != IGNORE_INDEX).sum().clamp_min(1)
 
-    def predictor(self, channels: int, num_classes: int) -> nn.Module:
-        return PixelPredictor(channels, num_classes)
+    def predictor(self, channels: int, num_classes: int, reduction: int = 1,
+                  width: int = 0) -> nn.Module:
+        return PixelPredictor(channels, num_classes, width)
 
     def predict(self, output: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         return upsample(output, size).argmax(1)
