@@ -183,3 +183,58 @@ def test_postprocess_finds_a_confident_anchor():
     anchor = out["anchors"][0][9 * 10 + 4].clamp(0, 64)
     assert torch.allclose(dets["boxes"][0], anchor)
     assert abs(float(dets["scores"][0]) - torch.sigmoid(torch.tensor(5.0)).item()) < 1e-6
+
+
+def _yolo_output(sh=2, sw=2, nb=2, classes=C, size=SIZE):
+    from locallearn.nets.yolo import YoloOutput
+
+    boxes = torch.full((1, sh, sw, nb, 5), 0.5)
+    boxes[..., 4] = 0.0
+    probs = torch.full((1, sh, sw, classes), 1.0 / classes)
+    return YoloOutput(boxes=boxes, probs=probs, image_size=size)
+
+
+def test_yolo_loss_by_hand():
+    """One object centred in cell (0, 1) of a 2x2 grid on 64x64: the loss is v1's sum."""
+    out = _yolo_output()
+    # predictor 1 of cell (0, 1) sits exactly on the object: responsible, coord loss 0
+    gt = torch.tensor([[36.0, 4.0, 60.0, 28.0]])  # centre (48, 16), 24 x 24
+    out["boxes"][0, 0, 1, 1, :4] = torch.tensor([0.5, 0.5, (24 / 64) ** 0.5, (24 / 64) ** 0.5])
+    out["boxes"][0, 0, 1, 1, 4] = 0.8
+    out["boxes"][0, 1, 0, 0, 4] = 0.4  # a confident predictor elsewhere: no-object loss
+    y = [{"boxes": gt, "labels": torch.tensor([2])}]
+    expected = (0.8 - 1.0) ** 2 + 0.5 * 0.4 ** 2 + (2 * (1 / 3) ** 2 + (2 / 3) ** 2)
+    assert abs(float(out.loss(y)) - expected) < 1e-5
+    dets = out.detections(SIZE)[0]
+    assert dets["labels"][0] == 0 or float(dets["scores"].max()) <= 0.8 / 3 + 1e-6
+    top = dets["scores"].argmax()
+    assert torch.allclose(dets["boxes"][top], gt[0], atol=1e-4)
+
+
+def test_yolo_units_export_and_k1():
+    from locallearn.nets.yolo import yolo_source, yolo_units
+
+    torch.manual_seed(0)
+    model = yolo_source(18, C, 3, width=32)
+    net = LocalNet(yolo_units(model, 3, C), 1, "e2e", image_size=SIZE)
+    x, y = _images(), _targets()
+    model.train()
+    ref = model(x).loss(y)
+    ref.backward()
+    ref_grads = _grads(list(model.parameters()))
+    model.zero_grad(set_to_none=True)
+    losses = net.train_step(x, y)
+    assert torch.allclose(losses[0], ref.detach(), rtol=1e-5)
+    for p, g in zip(model.parameters(), ref_grads):
+        assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-7)
+    fresh = yolo_source(18, C, 3, width=32)
+    fresh.load_state_dict(net.model.export_state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("method", ["slm", "slm+manpp", "greedy+manpp"])
+def test_yolo_local_methods_step(method):
+    torch.manual_seed(0)
+    model = create_model("yolo_resnet18_w128", num_classes=C, in_chans=3)
+    net = LocalNet(model, 4, method, image_size=SIZE, split_by="stages")
+    losses = net.train_step(_images(), _targets())
+    assert losses.shape == (4,) and torch.isfinite(losses).all()

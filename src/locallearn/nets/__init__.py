@@ -6,7 +6,7 @@ from . import cifar_resnet  # noqa: F401  (registers resnet20/32/56/110)
 from . import torchvision_nets  # noqa: F401  (tv:resnet50, tv:vgg16_bn, tv:vit_b_16, ...)
 from . import timm_vit  # noqa: F401  (timm:vit_*_patch16_224 when timm is installed)
 from . import deeplab, deeplab_small  # noqa: F401  (deeplabv3[plus]_resnet18/50/101: segmentation)
-from . import retinanet  # noqa: F401  (retinanet_resnet18..152: detection)
+from . import retinanet, yolo  # noqa: F401  (retinanet_resnet*, yolo_resnet*: detection)
 
 __all__ = ["MODELS", "UnitInfo", "UnitNet", "create_model", "list_models", "register_adapter",
            "to_unitnet"]

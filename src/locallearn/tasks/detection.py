@@ -50,15 +50,32 @@ def _detach(value: object) -> object:
     return value
 
 
-class RetinaNetOutput(dict):
-    """What a detector's task unit and the detection predictors return: torchvision's
-    ``head_outputs`` plus what the loss and post-processing need, so the task gets all of
-    it through ``loss(output, y)`` (keys in the module docstring). A dict subclass only
-    for ``detach()``: ``LocalNet._walk`` detaches every block's output, the last one too.
-    """
+class DetectorOutput(dict):
+    """What a detector's task unit (and a detection predictor) returns: its raw outputs
+    plus what its loss and post-processing need. Each detector family's output knows its
+    own criterion and decoding, so the task serves every family through ``loss(output,
+    y)`` and ``predict(output, size)``. A dict, with ``detach()`` because
+    ``LocalNet._walk`` detaches every block's output, the last one too."""
 
-    def detach(self) -> "RetinaNetOutput":
-        return RetinaNetOutput({k: _detach(v) for k, v in self.items()})
+    def detach(self) -> "DetectorOutput":
+        return type(self)({k: _detach(v) for k, v in self.items()})
+
+    def loss(self, targets: List["Target"]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def detections(self, size: Tuple[int, int]) -> List["Target"]:
+        raise NotImplementedError
+
+
+class RetinaNetOutput(DetectorOutput):
+    """RetinaNet's: torchvision's ``head_outputs`` plus features, anchors and image size
+    (keys in the module docstring); torchvision's loss and post-processing."""
+
+    def loss(self, targets: List["Target"]) -> torch.Tensor:
+        return _RETINANET_LOSS(self, targets)
+
+    def detections(self, size: Tuple[int, int]) -> List["Target"]:
+        return postprocess(self, size)
 
 
 class _LossHead:
@@ -95,6 +112,8 @@ def split_levels(output: Dict[str, object]) -> Tuple[Dict[str, List[torch.Tensor
     anchors = [list(x.split(per_level)) for x in output["anchors"]]  # type: ignore[union-attr]
     return heads, anchors
 
+
+_RETINANET_LOSS = _LossHead()
 
 # RetinaNet.postprocess_detections reads only these attributes of the model
 _POST = SimpleNamespace(box_coder=det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)),
@@ -162,9 +181,6 @@ class Detection(Task):
     primary = "map"
     target = "a list of one dict per image: {'boxes': float [N, 4] xyxy pixels, 'labels': int64 [N]}"
 
-    def __init__(self) -> None:
-        self._loss = _LossHead()
-
     def check_target(self, y: object, x: torch.Tensor, num_classes: int) -> List[Target]:
         """``y`` as one checked dict per image of ``x`` (boxes float32 clamped onto the
         image, labels int64; an image without boxes is valid)."""
@@ -183,7 +199,7 @@ class Detection(Task):
         return out
 
     def loss(self, output: Dict[str, object], target: List[Target]) -> torch.Tensor:
-        return self._loss(output, target)
+        return output.loss(target)  # type: ignore[attr-defined]
 
     def predictor(self, channels: int, num_classes: int, reduction: int = 8,
                   width: int = 0) -> nn.Module:
@@ -192,7 +208,7 @@ class Detection(Task):
         return DetectionPredictor(channels, num_classes, reduction, width or 256)
 
     def predict(self, output: Dict[str, object], size: Tuple[int, int]) -> List[Target]:
-        return postprocess(output, size)
+        return output.detections(size)  # type: ignore[attr-defined]
 
     def to_device(self, y: List[Target], device: torch.device) -> List[Target]:
         return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
@@ -218,7 +234,8 @@ class DetMetric(DetectionMetric):
     """COCO mAP fed the network's raw output (post-processed here); the task's columns."""
 
     def update(self, output: Dict[str, object], target: List[Target]) -> None:  # type: ignore[override]
-        super().update(postprocess(output, output["image_size"]), list(target))  # type: ignore[arg-type]
+        preds = output.detections(output["image_size"])  # type: ignore[attr-defined]
+        super().update(preds, list(target))
 
     def compute(self) -> Dict[str, float]:
         out = super().compute()
