@@ -188,7 +188,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
         check_new_file(Path(a.json), force=a.force, what="--json")
     rows = run_bench(a.mode, spec)
-    print(f"{spec.model}, batch {spec.batch_size}, {spec.in_chans}x{spec.image_size}x{spec.image_size}, "
+    print(f"{spec.model}, batch {spec.batch_size}, {spec.in_chans}x{spec.hw[0]}x{spec.hw[1]}, "
           f"{rows[0]['device']} (x = ratio to e2e in this run)")
     print(format_table(rows))
     if a.json:

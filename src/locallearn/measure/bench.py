@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch.utils._pytree import tree_flatten
@@ -35,7 +35,7 @@ class BenchSpec:
     blocks: Sequence[int] = (1,)
     batch_size: int = 128
     device: str = "cpu"
-    image_size: int = 28
+    image_size: Union[int, Tuple[int, int]] = 28  # side, or (H, W)
     in_chans: int = 1
     num_classes: int = 10
     channels_last: bool = True
@@ -45,6 +45,12 @@ class BenchSpec:
     lb: str = "unit"
     recompute: bool = False
     split: str = "equal"
+
+    @property
+    def hw(self) -> Tuple[int, int]:
+        """(H, W) of the input."""
+        s = self.image_size
+        return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
     def pairs(self) -> List[Tuple[str, int]]:
         """E2E first (the reference of every ratio), then each local method at each K."""
@@ -59,7 +65,7 @@ class BenchSpec:
 def _build(spec: BenchSpec, method: str, k: int, device: torch.device) -> LocalNet:
     torch.manual_seed(0)
     model = create_model(spec.model, num_classes=spec.num_classes, in_chans=spec.in_chans)
-    net = LocalNet(model, k, method, image_size=(spec.image_size, spec.image_size),
+    net = LocalNet(model, k, method, image_size=spec.hw,
                    head_opts=spec.head_opts, lb=spec.lb, recompute=spec.recompute,
                    split_by=spec.split).to(device)
     if spec.channels_last:
@@ -97,9 +103,8 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
     others = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     net = _build(spec, method, k, device)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=g)
-    y = net.task.example_target(spec.batch_size, (spec.image_size, spec.image_size),
-                                spec.num_classes, g)
+    x = torch.randn(spec.batch_size, spec.in_chans, *spec.hw, generator=g)
+    y = net.task.example_target(spec.batch_size, spec.hw, spec.num_classes, g)
     x, y = x.to(device), net.task.to_device(y, device)
     if spec.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

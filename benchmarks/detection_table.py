@@ -1,0 +1,95 @@
+"""The detection section of BENCHMARKS.md (results/section_detection.md), from the kept runs
+of bench_detection.py, its step ratios and its memory json. Types no number by hand."""
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Dict, List
+
+from bench_detection import (BUDGET, FAMILIES, MEMORY_JSON, METHODS, RESULTS, SEEDS, STEPS_JSON,
+                             TABLE_IV, run_dirs)
+from bench_segmentation import _stat
+from locallearn.checkpoint import atomic_write_text
+
+COLS = ("map", "map_50", "map_75")
+MB = 2.0 ** 20
+
+
+def _finished(summary: dict) -> bool:
+    return summary.get("epochs", 0) >= BUDGET["epochs"]
+
+
+def map_lines() -> List[str]:
+    b = BUDGET
+    lines = ["## Object detection on fmnist-scenes-det (issue 16)", "",
+             f"`{b['dataset']}` at {b['image_size']}x{b['image_size']} (10 classes, about 2.4 "
+             f"objects per scene), {b['epochs']} epochs on {b['limit_train']} training scenes, "
+             f"batch {b['batch_size']}, {b['optimizer']} lr {b['lr']} (warm-up "
+             f"{b['warmup_epochs']} epoch, cosine), wd {b['weight_decay']}, gradient norm "
+             f"clipped at {b['clip_grad_norm']} per block, rescale-crop-flip with the boxes; "
+             f"COCO mAP / AP50 / AP75 (torchmetrics on faster-coco-eval) over "
+             f"{b['limit_test']} test scenes. K=4 at the ResNet stages (`--split stages`, the "
+             "MAN++ COCO split). Models: " + ", ".join(f"{k} = `{v}`" for k, v in
+                                                     FAMILIES.items()) + ". Each run trains "
+             "in one process on one CPU thread, two side by side. Step memory (the step "
+             "meter's total) and step time: ratios to E2E measured in one process.  ",
+             "Command: `.venv/bin/python benchmarks/bench_detection.py train --workers 2`, "
+             "then `... steps`.", "",
+             "| family | method | seeds done | mAP % | mAP per seed | AP50 % | AP75 % "
+             "| step memory x E2E | step time x E2E |", "|---|---|---|---|---|---|---|---|---|"]
+    steps = json.loads(STEPS_JSON.read_text())["rows"] if STEPS_JSON.is_file() else {}
+    for family in FAMILIES:
+        for method in METHODS:
+            cols: Dict[str, List[float]] = {c: [] for c in COLS}
+            for seed in SEEDS:
+                p = run_dirs(family, method, seed)[1] / "summary.json"
+                if p.is_file():
+                    s = json.loads(p.read_text())
+                    if _finished(s):
+                        for c in COLS:
+                            cols[c].append(s[f"final_test_{c}"])
+            st = steps.get(f"{family}/{method}", {})
+            mem = f"{st['peak_bytes_ratio']:.2f}" if st else "-"
+            tim = f"{st['step_time_s_ratio']:.2f}" if st else "-"
+            per = ", ".join(f"{100 * v:.2f}" for v in cols["map"])
+            lines.append(f"| {family} | {method} | {len(cols['map'])} | {_stat(cols['map'])} | "
+                         f"{per} | {_stat(cols['map_50'])} | {_stat(cols['map_75'])} | "
+                         f"{mem} | {tim} |")
+    if STEPS_JSON.is_file():
+        env = json.loads(STEPS_JSON.read_text())
+        lines += ["", f"Step ratios: {env['env']}, date {env['date']}."]
+    return lines
+
+
+def memory_lines() -> List[str]:
+    if not MEMORY_JSON.is_file():
+        return []
+    m = json.loads(MEMORY_JSON.read_text())
+    lines = ["", "### Memory of a RetinaNet step at a COCO-like input, beside Table IV", "",
+             "2 images of 3x600x1000, 80 classes, one training step of E2E and `greedy+manpp` "
+             "K=4 (MAN++'s COCO setting), each block stepped and its gradients dropped right "
+             "after its backward. `live` = every tensor alive at the step's peak (parameters, "
+             "gradients, optimizer state, activations, temporaries: the CPU analogue of "
+             "`torch.cuda.max_memory_allocated`, which Table IV reports); `saved` = the peak "
+             "of activations saved for backward. Split `stages` is the reference's "
+             "[stem+layer1] [layer2] [layer3] [layer4+FPN+head]; `memory` balances the "
+             "blocks' saved activations (`--split memory`).  ",
+             f"Environment: {json.dumps(m['environment'])}; date {m['date']}.  ",
+             "Command: `.venv/bin/python benchmarks/bench_detection.py memory`.", "",
+             "| model | split | live MB | live x E2E | saved MB | saved x E2E | Table IV GB "
+             "E2E -> MAN++ | Table IV x E2E |", "|---|---|---|---|---|---|---|---|"]
+    for r in m["rows"]:
+        paper = TABLE_IV.get(r["model"])
+        ref = f"{paper[0]} -> {paper[1]}" if paper and r["blocks"] > 1 else "-"
+        refx = f"{paper[1] / paper[0]:.2f}" if paper and r["blocks"] > 1 else "-"
+        lines.append(f"| {r['model']} {r['method']} K={r['blocks']} | {r['split']} | "
+                     f"{r['live_peak_bytes'] / MB:.0f} | {r.get('live_peak_bytes_ratio', 1):.2f} | "
+                     f"{r['activation_bytes'] / MB:.0f} | "
+                     f"{r.get('activation_bytes_ratio', 1):.2f} | {ref} | {refx} |")
+    return lines
+
+
+def write_section() -> None:
+    lines = map_lines() + memory_lines()
+    lines.append(f"\n(section written {datetime.date.today()})")
+    atomic_write_text(RESULTS / "section_detection.md", "\n".join(lines) + "\n")
