@@ -106,14 +106,16 @@ class DenseLoader(NamedTuple):
 DENSE_LOADERS: Dict[str, DenseLoader] = {}
 
 
-def register_dense(name: str, load: Callable[..., "DenseData"], can_download: bool) -> None:
-    """Register a segmentation set; its DATASETS entry only reserves and lists the name."""
+def register_dense(name: str, load: Callable[..., "DenseData"], can_download: bool,
+                   task: str = "segmentation") -> None:
+    """Register a dense (segmentation or detection) set; its DATASETS entry only reserves and
+    lists the name."""
 
     def placeholder(*_: object) -> RawData:
-        raise ConfigError(f"{name} is a segmentation set: use load_dataset({name!r}, ...)")
+        raise ConfigError(f"{name} is a {task} set: use load_dataset({name!r}, ...)")
 
     DATASETS.add(name, placeholder)  # raises on a duplicate name
-    DENSE_LOADERS[name] = DenseLoader(load, can_download)
+    DENSE_LOADERS[name] = DenseLoader(load, can_download, task)
 
 
 def dataset_task(name: str) -> str:

@@ -177,7 +177,13 @@ class DenseBatches(EpochBatches):
     restoring the generator state of an epoch's start and calling ``iter_from(b)`` yields
     exactly batches b, b+1, ... of the full pass. ``shard=(rank, world)`` keeps the rank's
     contiguous slice of every global batch (only that slice is augmented).
+
+    Subclasses (data/det_data.py) change the targets through ``_take``, ``dataset_class``,
+    ``collate`` and ``_move_target``; the order, seeding and sharding stay here.
     """
+
+    dataset_class: Callable[..., Dataset] = Augmented  # sample i of an augmented epoch
+    collate: Callable[[List[Any]], Any] = staticmethod(default_collate)  # its batches
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: Tuple[float, ...],
                  std: Tuple[float, ...], *, shuffle: bool = False, transform: Optional[Callable[..., Any]] = None,
@@ -210,21 +216,29 @@ class DenseBatches(EpochBatches):
             out.append(idx.tolist())
         return out
 
-    def _raw(self, batches: List[List[int]], epoch_seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """uint8 (images, masks) per batch: indexed, or augmented in ``workers`` processes."""
+    def _take(self, idx: List[int]) -> Tuple[torch.Tensor, Any]:
+        """The stored (images, targets) of one batch, un-augmented."""
+        return self.x[idx], self.y[idx]
+
+    def _move_target(self, yb: Any) -> Any:
+        """A batch's targets on the device, in the form the task's loss takes."""
+        return yb.to(self.device, dtype=torch.int64, non_blocking=True)
+
+    def _raw(self, batches: List[List[int]], epoch_seed: int) -> Iterator[Tuple[torch.Tensor, Any]]:
+        """uint8 (images, targets) per batch: indexed, or augmented in ``workers`` processes."""
         if self.transform is None:
             for idx in batches:
-                yield self.x[idx], self.y[idx]
+                yield self._take(idx)
             return
-        ds = Augmented(self.x, self.y, self.transform, epoch_seed)
+        ds = self.dataset_class(self.x, self.y, self.transform, epoch_seed)
         # DataLoader seeds its workers from `generator`: a private one, so the global RNG is not drawn
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=self.workers, collate_fn=default_collate,
+        loader = DataLoader(ds, batch_sampler=batches, num_workers=self.workers, collate_fn=self.collate,
                             generator=torch.Generator().manual_seed(epoch_seed),
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
         for xb, yb in loader:
             yield xb, yb
 
-    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, Any]]:
         """The epoch's batches from index ``start`` on, bit-identical to a full pass's."""
         epoch_seed, order = 0, None
         if self.shuffle or self.transform is not None:
@@ -241,4 +255,4 @@ class DenseBatches(EpochBatches):
             xb = xb.to(self.device, non_blocking=True).float().div_(255.0).sub_(self.mean).div_(self.std)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb.to(self.device, dtype=torch.int64, non_blocking=True)
+            yield xb, self._move_target(yb)

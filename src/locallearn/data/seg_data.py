@@ -138,10 +138,11 @@ def _folder_data(name: str, build: Callable[[str], SegmentationFolder], root: st
                      class_names=train_ds.class_names, config=config)
 
 
-def voc_root(data_dir: Optional[str]) -> Tuple[str, str]:
-    """(root holding VOCdevkit, year) from a --data-dir that is that root, VOCdevkit, or VOCdevkit/VOC20xx."""
+def voc_root(data_dir: Optional[str], name: str = "voc-seg") -> Tuple[str, str]:
+    """(root holding VOCdevkit, year) from a --data-dir that is that root, VOCdevkit, or VOCdevkit/VOC20xx;
+    ``name`` is the dataset named in errors."""
     if not data_dir:
-        raise ConfigError("voc-seg needs --data-dir DIR: the folder holding VOCdevkit/VOC2012 (nothing is "
+        raise ConfigError(f"{name} needs --data-dir DIR: the folder holding VOCdevkit/VOC2012 (nothing is "
                           "downloaded)")
     p = Path(data_dir)
     if (p / "VOCdevkit").is_dir():
@@ -150,7 +151,7 @@ def voc_root(data_dir: Optional[str]) -> Tuple[str, str]:
         return str(p.parent), "2012"
     if p.parent.name == "VOCdevkit" and p.name.startswith("VOC") and p.name[3:].isdigit():
         return str(p.parent.parent), p.name[3:]
-    raise ConfigError(f"voc-seg: --data-dir {data_dir} holds no VOCdevkit folder; point it at the folder "
+    raise ConfigError(f"{name}: --data-dir {data_dir} holds no VOCdevkit folder; point it at the folder "
                       "holding VOCdevkit (or at VOCdevkit/VOC2012 itself)")
 
 
