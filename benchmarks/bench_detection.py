@@ -43,7 +43,7 @@ MEMORY_MODELS = ("retinanet_resnet34", "retinanet_resnet101", "retinanet_resnet1
 #: the mAP budget: fmnist-scenes-det at 128 px, K=4 at the ResNet stages
 BUDGET: Dict[str, Any] = dict(dataset="fmnist-scenes-det", image_size=128, limit_train=2000,
                               limit_test=500, epochs=8, batch_size=16, eval_batch_size=32,
-                              optimizer="adamw", lr=1e-3, weight_decay=1e-4,
+                              optimizer="adamw", lr=2e-4, weight_decay=1e-4,
                               clip_grad_norm=1.0, warmup_epochs=0.5)
 FAMILIES = {"retinanet": "retinanet_resnet18_w64", "yolo": "yolo_resnet18_w128"}
 METHODS = ("e2e", "greedy+manpp", "slm", "slm+manpp")

@@ -238,3 +238,23 @@ def test_yolo_local_methods_step(method):
     net = LocalNet(model, 4, method, image_size=SIZE, split_by="stages")
     losses = net.train_step(_images(), _targets())
     assert losses.shape == (4,) and torch.isfinite(losses).all()
+
+
+def test_coco_preset_builds_the_reference_k4():
+    from locallearn.config import TrainConfig
+    from locallearn.presets import apply_preset
+    from locallearn.train import build_net
+
+    cfg = TrainConfig(dataset="fmnist-scenes-det")
+    lines = apply_preset(cfg, "manpp-coco-retinanet")
+    assert "split=stages" in lines[1] and cfg.clip_grad_norm == 1.0 and cfg.optimizer == "sgd"
+    cfg.model = "retinanet_resnet18_w64"
+
+    class Data:  # what build_net reads of a dataset
+        num_classes, in_chans, image_size, mean, std, task = C, 1, SIZE, (0.5,), (0.25,), \
+            "detection"
+
+    net = build_net(cfg.validate(), Data())
+    names = [i.name for i in net.model.unit_info]
+    assert [names[r[0]] for r in net.ranges] == ["stem", "layer2.0", "layer3.0", "layer4.0"]
+    assert len(net.bridges) == 3 and net.spec.head == "greedy"
