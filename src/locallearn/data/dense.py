@@ -134,20 +134,27 @@ class DenseData(HeldImages):
         if not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train_x)
 
+    def _batches(self) -> type:
+        return DenseBatches
+
+    def _augmentation(self) -> Callable[..., Any]:
+        return train_transform(self.image_size)
+
     def train_batches(self, batch_size: int, generator: torch.Generator, device: torch.device,
                       channels_last: bool = False, shard: Tuple[int, int] = (0, 1),
                       augment: bool = True) -> "DenseBatches":
-        """Shuffled training batches (drop_last); with ``augment`` the paired rescale-crop-flip."""
-        return DenseBatches(self.train_x, self.train_y, batch_size, self.mean, self.std, shuffle=True,
-                            transform=train_transform(self.image_size) if augment else None,
-                            generator=generator, device=device, channels_last=channels_last,
-                            drop_last=True, shard=shard, workers=self.workers)
+        """Shuffled training batches (drop_last); with ``augment`` the paired rescale-crop-flip
+        (``_augmentation``; a subclass names its own batches and augmentation)."""
+        return self._batches()(self.train_x, self.train_y, batch_size, self.mean, self.std,
+                               shuffle=True, transform=self._augmentation() if augment else None,
+                               generator=generator, device=device, channels_last=channels_last,
+                               drop_last=True, shard=shard, workers=self.workers)
 
     def test_batches(self, batch_size: int, device: torch.device,
                      channels_last: bool = False) -> "DenseBatches":
         """The test set in order, never augmented."""
-        return DenseBatches(self.test_x, self.test_y, batch_size, self.mean, self.std, device=device,
-                            channels_last=channels_last)
+        return self._batches()(self.test_x, self.test_y, batch_size, self.mean, self.std,
+                               device=device, channels_last=channels_last)
 
 
 class Augmented(Dataset):

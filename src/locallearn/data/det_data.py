@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 from ..errors import ConfigError
 from ..tasks.det_metrics import check_targets
 from .base import HeldImages
-from .dense import Augmented, DenseBatches, default_workers, train_transform
+from .dense import Augmented, DenseBatches, DenseData, default_workers, train_transform
 from .folder import sample_seed
 
 Target = Dict[str, torch.Tensor]
@@ -113,20 +113,15 @@ class DetData(HeldImages):
         """(training, test) object counts, for logs."""
         return sum(len(t["labels"]) for t in self.train_y), sum(len(t["labels"]) for t in self.test_y)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, device: torch.device,
-                      channels_last: bool = False, shard: Tuple[int, int] = (0, 1),
-                      augment: bool = True) -> "DetBatches":
-        """Shuffled training batches (drop_last); with ``augment`` the box-following rescale-crop-flip."""
-        return DetBatches(self.train_x, self.train_y, batch_size, self.mean, self.std, shuffle=True,
-                          transform=det_train_transform(self.image_size) if augment else None,
-                          generator=generator, device=device, channels_last=channels_last,
-                          drop_last=True, shard=shard, workers=self.workers)
+    def _batches(self) -> type:
+        return DetBatches
 
-    def test_batches(self, batch_size: int, device: torch.device,
-                     channels_last: bool = False) -> "DetBatches":
-        """The test set in order, never augmented."""
-        return DetBatches(self.test_x, self.test_y, batch_size, self.mean, self.std, device=device,
-                          channels_last=channels_last)
+    def _augmentation(self) -> Callable[..., Any]:
+        return det_train_transform(self.image_size)
+
+    # DenseData's batch makers, with this class's batches and box-following augmentation
+    train_batches = DenseData.train_batches
+    test_batches = DenseData.test_batches
 
 
 class DetAugmented(Augmented):

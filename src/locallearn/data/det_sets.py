@@ -36,7 +36,7 @@ from .base import register_dense, reject_spec
 from .det_data import DetData, Target
 from .seg_data import SCENES_N, SCENES_SCALE, SCENES_SIZE, SCENES_SIZES, VOC_SIZE, check_image_size, \
     parse_options, voc_root
-from .seg_sets import VOC_CLASSES, _need_dir, _need_files
+from .seg_sets import VOC_CLASSES, _need_dir, _need_files, voc_base_dir
 
 VOC_DET_CLASSES: Tuple[str, ...] = VOC_CLASSES[1:]  # the 20 object classes, standard order
 COCO_SIZE = VOC_SIZE
@@ -109,20 +109,7 @@ class VOCBoxes(DetFolder):
 def voc_detection(root: str, year: str = "2012", image_set: str = "train") -> VOCBoxes:
     """Pascal VOC detection from ``root`` (the folder holding ``VOCdevkit``); all files checked up front."""
     from torchvision.datasets import VOCDetection
-    from torchvision.datasets.voc import DATASET_YEAR_DICT
-
-    if str(year) not in DATASET_YEAR_DICT or str(year) == "2007-test":
-        raise ConfigError(f"unknown VOC year {year!r} (choose from: 2007, 2008, 2009, 2010, 2011, 2012)")
-    if image_set not in ("train", "val", "trainval"):
-        raise ConfigError(f"unknown VOC image_set {image_set!r} (choose from: train, val, trainval)")
-    _need_dir(str(root), "VOC root")
-    base_dir = os.path.join(str(root), DATASET_YEAR_DICT[str(year)]["base_dir"])
-    _need_dir(base_dir, f"VOC {year} folder")
-    for sub in ("JPEGImages", "Annotations"):
-        _need_dir(os.path.join(base_dir, sub), f"VOC {sub} folder")
-    split_file = os.path.join(base_dir, "ImageSets", "Main", f"{image_set}.txt")
-    if not os.path.isfile(split_file):
-        raise ConfigError(f"VOC split list not found: {split_file}")
+    base_dir = voc_base_dir(root, year, image_set, "Annotations", "Main")
     base = VOCDetection(str(root), year=str(year), image_set=image_set)  # only its file lists are used
     _need_files(base.images, "VOC image")
     _need_files(base.annotations, "VOC annotation")

@@ -118,10 +118,9 @@ def _need_files(paths: Sequence[str], what: str) -> None:
         raise ConfigError(f"{what} missing: {missing[0]}{more}")
 
 
-def voc_segmentation(root: str, year: str = "2012", image_set: str = "train",
-                     transforms: Optional[Callable[..., Any]] = None) -> SegmentationFolder:
-    """Pascal VOC segmentation from ``root`` (the folder holding ``VOCdevkit``): 21 classes, 255 = border."""
-    from torchvision.datasets import VOCSegmentation
+def voc_base_dir(root: str, year: str, image_set: str, subdir: str, lists: str) -> str:
+    """Check a VOC layout for ``image_set`` (JPEGImages, ``subdir``, ImageSets/``lists``)
+    before torchvision's class reads it; return VOCdevkit/VOC``year``. One-line errors."""
     from torchvision.datasets.voc import DATASET_YEAR_DICT
 
     if str(year) not in DATASET_YEAR_DICT or str(year) == "2007-test":
@@ -129,13 +128,21 @@ def voc_segmentation(root: str, year: str = "2012", image_set: str = "train",
     if image_set not in ("train", "val", "trainval"):
         raise ConfigError(f"unknown VOC image_set {image_set!r} (choose from: train, val, trainval)")
     _need_dir(str(root), "VOC root")
-    voc_root = os.path.join(str(root), DATASET_YEAR_DICT[str(year)]["base_dir"])
-    _need_dir(voc_root, f"VOC {year} folder")
-    for sub in ("JPEGImages", "SegmentationClass"):
-        _need_dir(os.path.join(voc_root, sub), f"VOC {sub} folder")
-    split_file = os.path.join(voc_root, "ImageSets", "Segmentation", f"{image_set}.txt")
+    base_dir = os.path.join(str(root), DATASET_YEAR_DICT[str(year)]["base_dir"])
+    _need_dir(base_dir, f"VOC {year} folder")
+    for sub in ("JPEGImages", subdir):
+        _need_dir(os.path.join(base_dir, sub), f"VOC {sub} folder")
+    split_file = os.path.join(base_dir, "ImageSets", lists, f"{image_set}.txt")
     if not os.path.isfile(split_file):
         raise ConfigError(f"VOC split list not found: {split_file}")
+    return base_dir
+
+
+def voc_segmentation(root: str, year: str = "2012", image_set: str = "train",
+                     transforms: Optional[Callable[..., Any]] = None) -> SegmentationFolder:
+    """Pascal VOC segmentation from ``root`` (the folder holding ``VOCdevkit``): 21 classes, 255 = border."""
+    from torchvision.datasets import VOCSegmentation
+    voc_root = voc_base_dir(root, year, image_set, "SegmentationClass", "Segmentation")
     base = VOCSegmentation(str(root), year=str(year), image_set=image_set)
     _need_files(base.images, "VOC image")
     _need_files(base.masks, "VOC mask")
