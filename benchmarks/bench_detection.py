@@ -72,6 +72,32 @@ def measure_memory() -> None:
                                            time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 
 
+def block_breakdown(model: str = "retinanet_resnet34") -> None:
+    """Saved activations alive when each block's loss is formed (that block's graph, the
+    largest moment of its step), greedy+manpp K=4 stages, 2 x 600x1000 -> the memory json."""
+    from locallearn import LocalNet, create_model
+    from locallearn.measure.memory import ActivationMeter
+
+    torch.manual_seed(0)
+    net = LocalNet(create_model(model, num_classes=80, in_chans=3), 4, "greedy+manpp",
+                   image_size=(600, 1000), split_by="stages")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 600, 1000, generator=g)
+    y = net.task.example_target(2, (600, 1000), 80, g)
+    meter = ActivationMeter(exclude=[*net.parameters(), *net.buffers()])
+    saved = []
+    with meter.hooks():
+        for j, loss in net.block_losses(x, y):
+            start, end = net.ranges[j]
+            names = [net.model.unit_info[i].name for i in (start, end - 1)]
+            saved.append({"block": j, "units": names, "saved_bytes": meter.current})
+            loss.backward()
+            net.zero_grad(set_to_none=True)
+    data = json.loads(MEMORY_JSON.read_text())
+    data["blocks"] = {"model": model, "rows": saved}
+    MEMORY_JSON.write_text(json.dumps(data, indent=1))
+
+
 def step_ratios(device: str) -> None:
     """Step memory and time of every local row as ratios to E2E in one process, at the
     mAP budget's batch and image size, per family -> detection/steps.json."""
@@ -132,6 +158,7 @@ def main(argv: List[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.part == "memory":
         measure_memory()
+        block_breakdown()
     elif a.part == "steps":
         step_ratios(a.device)
     elif a.part == "train":
