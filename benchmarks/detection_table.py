@@ -90,8 +90,7 @@ def memory_lines() -> List[str]:
     if blocks:
         cut = [1 - r["live_peak_bytes_ratio"] for r in m["rows"]
                if r["blocks"] > 1 and r["split"] == "stages"]
-        paper = [1 - b / a for a, b in (TABLE_IV[r["model"]] for r in m["rows"]
-                                        if r["blocks"] > 1 and r["model"] in TABLE_IV)]
+        paper = [1 - b / a for a, b in TABLE_IV.values()]  # R18-R152
         parts = ", ".join(f"block {r['block']} ({r['units'][0]}..{r['units'][1]}) "
                           f"{r['saved_bytes'] / MB:.0f} MB" for r in blocks["rows"])
         lines += ["", f"Where the K=4 peak sits ({blocks['model']}, stages, saved activations "
