@@ -173,3 +173,14 @@ def test_adamw_resume_is_bit_identical(tmp_path):
         for i, st in sa["state"].items():
             assert st.keys() == sb["state"][i].keys() and "exp_avg" in st
             assert all(torch.equal(st[t], sb["state"][i][t]) for t in st)
+
+
+def test_warmup_never_starts_above_its_peak():
+    from locallearn.config import TrainConfig
+    from locallearn.train import lr_at
+
+    low = TrainConfig(lr=2e-4, epochs=2, warmup_epochs=1.0)  # default start 0.01 > lr
+    assert max(lr_at(low, s, 10) for s in range(20)) == pytest.approx(2e-4)
+    high = TrainConfig(lr=0.8, epochs=2, warmup_epochs=1.0)
+    assert lr_at(high, 0, 10) == pytest.approx(0.01) and lr_at(high, 5, 10) == pytest.approx(
+        0.01 + (0.8 - 0.01) / 2)

@@ -144,7 +144,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-grad-norm", type=float, default=d.clip_grad_norm, metavar="X",
                    help="clip each block's gradient norm to X before its step (0: off)")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--warmup-start-lr", type=float, default=d.warmup_start_lr)
+    p.add_argument("--warmup-start-lr", type=float, default=d.warmup_start_lr,
+                   help="the warm-up's first lr (capped at --lr: a warm-up never starts "
+                        "above its peak)")
     p.add_argument("--lr-schedule", default=d.lr_schedule,
                    help="cosine (per step, after a linear warm-up) or epoch (the reference "
                         "code: one cosine value per epoch, blended warm-up)")

@@ -65,7 +65,10 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     total = cfg.epochs * steps_per_epoch
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     if step < warm:
-        return cfg.warmup_start_lr + (cfg.lr - cfg.warmup_start_lr) * step / warm
+        # a warm-up never starts above its peak: the default start (0.01, an SGD value)
+        # would be a 50x overshoot at an Adam lr of 2e-4, and detectors diverge on it
+        start = min(cfg.warmup_start_lr, cfg.lr)
+        return start + (cfg.lr - start) * step / warm
     t = (step - warm) / max(1, total - warm)
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
 
