@@ -169,8 +169,10 @@ def yolo_units(model: YoloV1, in_chans: int, num_classes: int) -> UnitNet:
     units, info, reduction = trunk_units(model.body, {})
     units.append(model.head)
     info.append(UnitInfo("yolo_head", num_classes, reduction, kind="head", reads=("image",)))
+    # greedy heads (RetinaNet-style local detectors) no wider than the model's own head
+    width = min(256, model.head.pred.in_channels)
     return UnitNet(units, info, in_chans, num_classes, source=model, default_head="slm",
-                   task="detection")
+                   task="detection", head_recipes={"greedy": {"width": width}})
 
 
 def _register(name: str) -> None:
