@@ -147,6 +147,9 @@ class DetectionMetric:
     def __init__(self, **kwargs: Any) -> None:
         self._map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox",
                                          backend="faster_coco_eval", **kwargs)
+        # COCO scores each image's 100 best detections (maxDets 100); torchvision keeps up
+        # to 300, so the warning that the rest are ignored would fire on every evaluation
+        self._map.warn_on_many_detections = False
 
     def reset(self) -> None:
         """Forget everything accumulated (call at the start of each evaluation)."""
