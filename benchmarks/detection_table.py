@@ -55,6 +55,17 @@ def map_lines() -> List[str]:
             lines.append(f"| {family} | {method} | {len(cols['map'])} | {_stat(cols['map'])} | "
                          f"{per} | {_stat(cols['map_50'])} | {_stat(cols['map_75'])} | "
                          f"{mem} | {tim} |")
+    where = set()
+    for family in FAMILIES:
+        for method in METHODS:
+            for seed in SEEDS:
+                seg = run_dirs(family, method, seed)[1] / "segments.json"
+                if seg.is_file():
+                    where |= {f"{s['machine']}, torch {s['torch']}, {s['date']}"
+                              for s in json.loads(seg.read_text())}
+    if where:
+        lines += ["", "mAP runs trained on: " + "; ".join(sorted(where)) + " (each run's "
+                  "segments.json)."]
     if STEPS_JSON.is_file():
         env = json.loads(STEPS_JSON.read_text())
         local = [v["peak_bytes_ratio"] for k, v in env["rows"].items() if not k.endswith("/e2e")]
