@@ -8,6 +8,9 @@ from torch import nn
 
 from .units import UnitInfo
 
+#: ResNet depths torchvision builds (18/34: BasicBlock, 50/101/152: Bottleneck)
+DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
+
 
 def set_in_chans(body: nn.Module, in_chans: int) -> None:
     """A new first conv for ``in_chans`` input channels (e.g. grayscale), ResNet's init."""

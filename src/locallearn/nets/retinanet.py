@@ -21,17 +21,14 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..errors import ConfigError, ConfigTypeError
-from ..tasks.detection import RetinaNetOutput
+from ..tasks.detection import RetinaNetOutput, retinanet_head
 from .registry import MODELS
-from .resnet_parts import set_in_chans, trunk_units
+from .resnet_parts import DEPTHS, set_in_chans, trunk_units
 from .units import UnitInfo, UnitNet
 
-#: ResNet depths torchvision builds (18/34: BasicBlock, 50/101/152: Bottleneck)
-DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
 
 #: the bank names of the trunk features the FPN reads besides C5 (layer2, layer3 outputs)
 BANK_NAMES: Dict[int, str] = {2: "c3", 3: "c4"}
@@ -95,9 +92,7 @@ class RetinaNetTaskUnit(nn.Module):
         width = self.fpn.layer_blocks[0][0].out_channels
         fpn = FeaturePyramidNetwork(inner, width, extra_blocks=LastLevelP6P7(width, width))
         cls = self.head.classification_head
-        head = RetinaNetHead(width, cls.num_anchors, cls.num_classes)
-        for sub in ("classification_head", "regression_head"):  # keep this head's depth
-            getattr(head, sub).conv = getattr(head, sub).conv[:len(getattr(self.head, sub).conv)]
+        head = retinanet_head(width, cls.num_anchors, cls.num_classes, len(cls.conv))
         dev = next(self.parameters()).device
         self.fpn.load_state_dict(fpn.state_dict())
         self.head.load_state_dict(head.state_dict())

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..tasks.detection import (DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH, DetectorOutput,
                                Target)
 from .registry import MODELS
-from .resnet_parts import out_channels, set_in_chans, trunk_units
+from .resnet_parts import DEPTHS, out_channels, set_in_chans, trunk_units
 from .units import UnitInfo, UnitNet
 
 COORD, NOOBJ = 5.0, 0.5  # YOLOv1's loss weights
@@ -156,8 +156,9 @@ VARIANTS: Dict[str, Tuple[int, int]] = {"yolo_resnet18": (18, 512), "yolo_resnet
 def yolo_source(depth: int, num_classes: int, in_chans: int = 3, width: int = 512,
                 boxes: int = 2) -> YoloV1:
     """A fresh (random-init) YOLOv1-style detector on ResNet-``depth``."""
-    if depth not in (18, 34, 50, 101, 152):
-        raise ConfigError(f"unknown YOLO ResNet depth {depth} (choose from: 18, 34, 50, 101, 152)")
+    if depth not in DEPTHS:
+        raise ConfigError(f"unknown YOLO ResNet depth {depth} (choose from: "
+                          f"{', '.join(map(str, DEPTHS))})")
     body = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     set_in_chans(body, in_chans)
     del body.fc, body.avgpool  # the detector has no classifier

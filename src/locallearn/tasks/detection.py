@@ -130,6 +130,15 @@ def postprocess(output: Dict[str, object], size: Tuple[int, int]) -> List[Target
     return RetinaNet.postprocess_detections(_POST, heads, anchors, [tuple(size)] * len(anchors))
 
 
+def retinanet_head(width: int, anchors: int, num_classes: int, convs: int = 4) -> RetinaNetHead:
+    """torchvision's ``RetinaNetHead`` (its init, class prior included) with ``convs``
+    convs in each of its class / box subnets (torchvision: 4; the reference's aux heads: 2)."""
+    head = RetinaNetHead(width, anchors, num_classes)
+    for sub in (head.classification_head, head.regression_head):
+        sub.conv = sub.conv[:convs]
+    return head
+
+
 class DetectionPredictor(nn.Module):
     """The MAN++ reference's auxiliary detector: a small RetinaNet head on local levels.
 
@@ -156,10 +165,7 @@ class DetectionPredictor(nn.Module):
                                    for _ in self.strides[1:])
         self.anchor_generator = AnchorGenerator(tuple(anchor_sizes(s) for s in self.strides),
                                                 ((0.5, 1.0, 2.0),) * len(self.strides))
-        head = RetinaNetHead(width, 9, num_classes)
-        for sub in (head.classification_head, head.regression_head):
-            sub.conv = sub.conv[:convs]
-        self.head = head
+        self.head = retinanet_head(width, 9, num_classes, convs)
 
     def forward(self, features: torch.Tensor) -> Dict[str, object]:
         levels = [self.reduce(features)]
