@@ -73,3 +73,18 @@ class FeatureBank:
 
     def get(self, name: str) -> torch.Tensor:
         return self.read(name)
+
+    def entries(self) -> Dict[str, torch.Tensor]:
+        """The stored features (without the image), as they are now: what a pipeline
+        stage sends on with its output, after ``seal`` (so detached)."""
+        return dict(self._store)
+
+    @classmethod
+    def restore(cls, image: torch.Tensor, entries: Dict[str, torch.Tensor],
+                mean: Optional[Sequence[float]] = None,
+                std: Optional[Sequence[float]] = None) -> "FeatureBank":
+        """A bank as another process left it at a block boundary (sealed)."""
+        bank = cls(image, mean, std)
+        for name, value in entries.items():
+            bank.put(name, value)
+        return bank

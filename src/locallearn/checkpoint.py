@@ -72,8 +72,12 @@ def _first_line(e: BaseException) -> str:
     return (useful or [type(e).__name__])[0][:200]
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load with ``weights_only=True``; a missing or corrupt file raises ConfigError."""
+def load_checkpoint(path: Path, map_location: Any = "cpu",
+                    merge_pipeline: bool = True) -> Dict[str, Any]:
+    """Load with ``weights_only=True``; a missing or corrupt file raises ConfigError.
+
+    A pipeline run's ``checkpoint.pt`` is a manifest of per-rank files: they are merged
+    into one checkpoint (unless ``merge_pipeline=False``: the manifest itself)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}")
@@ -85,6 +89,12 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
                               "checkpoint (locallearn never unpickles code)") from None
         raise ConfigError(f"checkpoint {path} is corrupt or unreadable "
                           f"({type(e).__name__}: {_first_line(e)})") from None
+    if isinstance(state, dict) and "pipeline" in state and "net" not in state:
+        if not merge_pipeline:
+            return state
+        from .parallel.pipe_ckpt import merged_checkpoint  # (it imports this module)
+
+        return merged_checkpoint(path.parent, state)
     if not isinstance(state, dict) or "net" not in state:
         raise ConfigError(f"checkpoint {path} is not a locallearn checkpoint")
     return state

@@ -177,6 +177,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--ddp", action="store_true",
                    help="data parallel over the processes of `torchrun --nproc-per-node N -m locallearn train ...`")
+    p.add_argument("--pipeline", action="store_true",
+                   help="PPLL: the blocks spread over the processes of `torchrun "
+                        "--nproc-per-node N -m locallearn train ... --pipeline` (N <= K)")
+    p.add_argument("--pipeline-mode", default=d.pipeline_mode, choices=None,
+                   help="stream (ranks overlap) or lockstep (one batch in the pipe: exactly "
+                        "single-process training)")
+    p.add_argument("--pipeline-depth", type=int, default=d.pipeline_depth,
+                   help="stream: batches in flight per link (also the EMA copies' lag in steps)")
+    p.add_argument("--ema-sync-every", type=int, default=d.ema_sync_every,
+                   help="--pipeline: steps between fetches of the next rank's unit for the EMA")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true",
@@ -225,8 +235,18 @@ def _not_applicable(a: argparse.Namespace) -> None:
             verb, it = ("belongs", "it") if len(given) == 1 else ("belong", "them")
             raise ConfigError(f"{', '.join(given)} {verb} to SGD, unused by --optimizer "
                               f"{a.optimizer}; drop {it} or use --optimizer sgd")
-    if a.dist_timeout != d.dist_timeout and not a.ddp:
-        raise ConfigError("--dist-timeout applies to --ddp jobs (launched by torchrun)")
+    if a.dist_timeout != d.dist_timeout and not (a.ddp or a.pipeline):
+        raise ConfigError("--dist-timeout applies to --ddp and --pipeline jobs (launched by "
+                          "torchrun)")
+    pipe_opts = [f for f, on in (("--pipeline-mode", a.pipeline_mode != d.pipeline_mode),
+                                 ("--pipeline-depth", a.pipeline_depth != d.pipeline_depth),
+                                 ("--ema-sync-every", a.ema_sync_every != d.ema_sync_every))
+                 if on]
+    if pipe_opts and not a.pipeline:
+        raise ConfigError(f"{', '.join(pipe_opts)} apply to --pipeline jobs; add --pipeline")
+    if a.pipeline_mode == "lockstep" and a.pipeline_depth != d.pipeline_depth:
+        raise ConfigError("--pipeline-depth sets the streaming pipe; lockstep keeps one batch "
+                          "in it (drop one of the two)")
     if a.boundaries is not None and a.split != d.split:
         raise ConfigError("--boundaries gives the cuts and --split memory chooses them: "
                           "pass one of the two")
@@ -291,6 +311,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed, device=a.device, channels_last=a.channels_last, amp=a.amp,
         augment=not a.no_augment, limit_train=a.limit_train, limit_test=a.limit_test,
         out=a.out, lb=a.lb, ema_momentum=a.ema_momentum, recompute=a.recompute, ddp=a.ddp,
+        pipeline=a.pipeline, pipeline_mode=a.pipeline_mode, pipeline_depth=a.pipeline_depth,
+        ema_sync_every=a.ema_sync_every,
         bridge_init=a.bridge_init,
         head_opts=head_opts, head_overrides=head_overrides, boundaries=a.boundaries,
         split=a.split, checkpoint_minutes=a.checkpoint_minutes,

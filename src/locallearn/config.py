@@ -19,6 +19,7 @@ HEAD_INITS = ("default", "reference")
 LR_SCHEDULES = ("cosine", "epoch")
 SPLITS = ("equal", "memory", "stages", "reference", "reference-man")
 OPTIMIZERS = ("sgd", "adamw")
+PIPELINE_MODES = ("stream", "lockstep")
 
 
 @dataclass
@@ -62,6 +63,11 @@ class TrainConfig:
     head_init: str = "default"  # or "reference": the heads' convs redrawn as the reference does
     recompute: bool = False
     ddp: bool = False
+    # PPLL (parallel/pipeline.py): blocks spread over the torchrun ranks
+    pipeline: bool = False
+    pipeline_mode: str = "stream"  # or "lockstep": one batch in the pipe at a time (exact)
+    pipeline_depth: int = 2  # stream: batches in flight per link (also the EMA staleness)
+    ema_sync_every: int = 1  # steps between fetches of the next rank's unit for the EMA
     head_opts: Dict[str, Any] = field(default_factory=dict)
     # options of single heads over head_opts, by head index ("0": the first head)
     head_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -110,6 +116,18 @@ class TrainConfig:
         if isinstance(self.nan_patience, bool) or not isinstance(self.nan_patience, int) \
                 or self.nan_patience < 0:
             raise ConfigError(f"nan-patience must be an integer >= 0, got {self.nan_patience!r}")
+        for name in ("pipeline_depth", "ema_sync_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{_flag(name)} must be an integer >= 1, got {value!r}")
+        if self.pipeline_mode not in PIPELINE_MODES:
+            raise choice_error("pipeline-mode", self.pipeline_mode, PIPELINE_MODES)
+        if self.pipeline and self.ddp:
+            raise ConfigError("--pipeline and --ddp are two ways to use the ranks; pick one")
+        if self.pipeline and self.method == "e2e":
+            raise ConfigError("--pipeline runs gradient-isolated blocks on different ranks; "
+                              "method 'e2e' is one block (use a local method, e.g. dgl+manpp "
+                              "with --blocks >= the number of processes)")
         if self.amp not in AMP_CHOICES:
             raise choice_error("amp mode", self.amp, AMP_CHOICES)
         for what, value, allowed in (("ema-timing", self.ema_timing, EMA_TIMINGS),

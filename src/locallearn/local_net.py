@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -167,11 +167,20 @@ class LocalNet(nn.Module):
         """
         y = self._check_batch(x, y)
         bank = bank if bank is not None else FeatureBank(x, self.mean, self.std)
-        for j, h in self._walk(x, cut=True, bank=bank):
+        yield from self.run_blocks(x, y, bank, 0, self.k)
+
+    def run_blocks(self, h: torch.Tensor, y: Any, bank: FeatureBank, first: int,
+                   last: int) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Yield ``(j, loss_j)`` for blocks ``first .. last-1`` from ``h``, the input of
+        block ``first`` (the image for block 0, else the previous block's detached output;
+        a pipeline stage runs its own range of blocks with this). ``self.last_output``
+        holds block ``last-1``'s output, detached, once the generator is exhausted."""
+        for j, out in self._walk(h, cut=True, bank=bank, first=first, last=last):
             if j == self.k - 1:
-                yield j, self.task.loss(h, y)
+                yield j, self.task.loss(out, y)
             else:
-                yield j, self.heads[j](self._head_input(j, h), y, bank)
+                yield j, self.heads[j](self._head_input(j, out), y, bank)
+            self.last_output = out.detach()
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Validate a training batch; return ``y`` as the task's criterion wants it.
@@ -217,16 +226,17 @@ class LocalNet(nn.Module):
                 raise ConfigTypeError(f"x is {x.dtype} but the model's parameters are "
                                       f"{param.dtype}; use x.to({param.dtype}) (or autocast)")
 
-    def _walk(self, x: torch.Tensor, cut: bool,
-              bank: Optional[FeatureBank] = None) -> Iterator[Tuple[int, torch.Tensor]]:
-        """Yield ``(j, output of block j)``; with ``cut`` the next block starts from it
-        detached and the bank is sealed (its features detached too), both taken when the
-        caller resumes the generator (after its backward)."""
+    def _walk(self, x: torch.Tensor, cut: bool, bank: Optional[FeatureBank] = None,
+              first: int = 0, last: Optional[int] = None) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Yield ``(j, output of block j)`` for blocks ``first .. last-1`` (``x`` is block
+        ``first``'s input); with ``cut`` the next block starts from it detached and the
+        bank is sealed (its features detached too), both taken when the caller resumes
+        the generator (after its backward)."""
         if bank is None and self.model.uses_bank:
             bank = FeatureBank(x, self.mean, self.std)
         info = self.model.unit_info
         h = x
-        for j in range(self.k):
+        for j in range(first, self.k if last is None else last):
             start = self.ranges[j][0]
             for i, unit in enumerate(self.block_units(j), start=start):
                 h = run_unit(unit, info[i], h, bank)
@@ -299,10 +309,24 @@ class LocalNet(nn.Module):
         block j's backward and before ``after_block(j)``, towards its unit's weights
         before any of this step's updates (the reference code's order).
         """
+        y = self._check_batch(x, y)
+        return self.train_blocks(x, y, FeatureBank(x, self.mean, self.std), 0, self.k,
+                                 backward, after_block)
+
+    def train_blocks(self, h: torch.Tensor, y: Any, bank: FeatureBank, first: int, last: int,
+                     backward: Optional[Callable[[torch.Tensor], None]] = None,
+                     after_block: Optional[Callable[[int], None]] = None,
+                     sources: Optional[Sequence[nn.Module]] = None) -> torch.Tensor:
+        """``train_step`` for blocks ``first .. last-1`` only, from their input ``h`` (one
+        step protocol for a whole network and for a pipeline stage). ``sources``
+        replaces ``ema_sources()`` (a stage tracks a unit living on another rank
+        through a local mirror of it); block ``last-1``'s detached output is left in
+        ``self.last_output``."""
         losses: List[torch.Tensor] = []
         early = self.ema_timing == "before-step" and len(self.bridges) > 0
-        sources = self.ema_sources() if early else []
-        for j, loss in self.block_losses(x, y):
+        if early and sources is None:
+            sources = self.ema_sources()
+        for j, loss in self.run_blocks(h, y, bank, first, last):
             if backward is None:
                 loss.backward()
             else:

@@ -1,7 +1,7 @@
 """One optimizer per block, stepped right after that block's backward."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
@@ -30,12 +30,14 @@ class BlockOptimizers:
     """
 
     def __init__(self, net: LocalNet, cfg: TrainConfig,
-                 scaler: Optional[torch.amp.GradScaler] = None) -> None:
+                 scaler: Optional[torch.amp.GradScaler] = None,
+                 blocks: Optional[Iterable[int]] = None) -> None:
         self.scaler = scaler
         self.clip = float(cfg.clip_grad_norm)
         self.opts: List[Optional[torch.optim.Optimizer]] = []
+        mine = set(range(net.k) if blocks is None else blocks)  # a pipeline stage: its own
         for j in range(net.k):
-            params = net.block_parameters(j)
+            params = net.block_parameters(j) if j in mine else []
             self.opts.append(make_optimizer(params, cfg) if params else None)
 
     def set_lr(self, lr: float) -> None:

@@ -130,22 +130,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
     ``stop_after_epochs`` / ``stop_after_steps`` stop early after that many epochs /
     steps in total, checkpointed as if the process were killed there (used by tests).
     """
-    out = Path(cfg.out)
+    cfg, out, has_ckpt = open_run(cfg, resume=resume, force=force)
+    if cfg.pipeline:  # (also when a resumed run's saved config says so)
+        from .parallel.pipeline import fit_pipeline
+
+        return fit_pipeline(cfg, out, has_ckpt, progress=progress,
+                            stop_after_epochs=stop_after_epochs,
+                            stop_after_steps=stop_after_steps)
     ckpt_path = out / CHECKPOINT
-    # before the process group exists: only the future rank 0 deletes or writes anything
-    main_proc = not cfg.ddp or os.environ.get("RANK", "0") == "0"
-    has_ckpt = prepare_run_dir(out, resume=resume, force=force, write=main_proc)
-    if resume:
-        # the saved config wins, except where to run: a run started on a GPU may be
-        # finished on a CPU (or the other way round); the recipe stays the same
-        device_name, data_dir, cfg = cfg.device, cfg.data_dir, TrainConfig.load(out / CONFIG)
-        cfg.out, cfg.device = str(out), device_name
-        if data_dir is not None:  # the data may have moved since
-            cfg.data_dir = data_dir
     state = load_checkpoint(ckpt_path) if has_ckpt else None
-    if main_proc:
-        remove_stale_temps(out)  # temp files of a write that a kill interrupted
-    cfg.validate()
     ctx = init_distributed(cfg.device, cfg.dist_timeout) if cfg.ddp else None
     world = ctx.world_size if ctx is not None else 1
     main = ctx is None or ctx.is_main  # only rank 0 writes files
@@ -316,6 +309,27 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
             if stop_after_steps is not None and step >= stop_after_steps:
                 break
     return summarize(cfg, net, rows, wall, device, data)
+
+
+def open_run(cfg: TrainConfig, *, resume: bool, force: bool) -> Tuple[TrainConfig, Path, bool]:
+    """Check (or, resuming, reload) the run directory: ``(config, out, has checkpoint)``.
+
+    Under torchrun only the future rank 0 deletes or writes anything: this runs before
+    the process group exists."""
+    out = Path(cfg.out)
+    main_proc = not (cfg.ddp or cfg.pipeline) or os.environ.get("RANK", "0") == "0"
+    has_ckpt = prepare_run_dir(out, resume=resume, force=force, write=main_proc)
+    if resume:
+        # the saved config wins, except where to run: a run started on a GPU may be
+        # finished on a CPU (or the other way round); the recipe stays the same
+        device_name, data_dir, cfg = cfg.device, cfg.data_dir, TrainConfig.load(out / CONFIG)
+        cfg.out, cfg.device = str(out), device_name
+        if data_dir is not None:  # the data may have moved since
+            cfg.data_dir = data_dir
+    if main_proc:
+        remove_stale_temps(out)  # temp files of a write that a kill interrupted
+    cfg.validate()
+    return cfg, out, has_ckpt
 
 
 def _stopped(signum: int, saved_at: str, out: Path) -> Stopped:

@@ -38,7 +38,8 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistContext:
+def init_distributed(device: str = "auto", timeout_s: float = 300.0,
+                     flag: str = "--ddp") -> DistContext:
     """Join the torchrun job (env:// rendezvous); NCCL with CUDA, gloo otherwise.
 
     Every collective waits at most ``timeout_s`` for the other ranks: a stalled or dead
@@ -46,8 +47,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistCont
     never a hang; torchrun then stops the remaining ranks.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ConfigError("--ddp needs torchrun, e.g. `torchrun --nproc-per-node 2 -m locallearn "
-                          "train ... --ddp` (RANK/WORLD_SIZE are not set)")
+        raise ConfigError(f"{flag} needs torchrun, e.g. `torchrun --nproc-per-node 2 -m "
+                          f"locallearn train ... {flag}` (RANK/WORLD_SIZE are not set)")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
     if use_cuda:
