@@ -116,7 +116,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="explicit K-1 unit indices where blocks 2..K start, e.g. 1,6,11")
     p.add_argument("--split", default=d.split,
                    help="equal (same number of units per block), memory (balance the "
-                        "activations measured by a dry run), stages (cut at every "
+                        "activations measured by a dry run), time (balance the units' "
+                        "measured forward + backward time: even pipeline stages), stages (cut at every "
                         "downsampling: the MAN++ COCO K=4 on a ResNet), reference (the "
                         "MAN++ code's K tables; its K=8 on resnet32 is 9 blocks) or "
                         "reference-man (the MAN code's: the stem in the first block)")
@@ -248,7 +249,7 @@ def _not_applicable(a: argparse.Namespace) -> None:
         raise ConfigError("--pipeline-depth sets the streaming pipe; lockstep keeps one batch "
                           "in it (drop one of the two)")
     if a.boundaries is not None and a.split != d.split:
-        raise ConfigError("--boundaries gives the cuts and --split memory chooses them: "
+        raise ConfigError(f"--boundaries gives the cuts and --split {a.split} chooses them: "
                           "pass one of the two")
     if a.download and a.dataset.partition(":")[0] == "imagefolder":
         print(f"{PROG}: warning: --download is not used by imagefolder (read from --data-dir)",

@@ -17,7 +17,7 @@ EMA_TIMINGS = ("after-step", "before-step")
 BRIDGE_INITS = ("copy", "random", "reference")
 HEAD_INITS = ("default", "reference")
 LR_SCHEDULES = ("cosine", "epoch")
-SPLITS = ("equal", "memory", "stages", "reference", "reference-man")
+SPLITS = ("equal", "memory", "time", "stages", "reference", "reference-man")
 OPTIMIZERS = ("sgd", "adamw")
 PIPELINE_MODES = ("stream", "lockstep")
 

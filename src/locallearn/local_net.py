@@ -19,7 +19,7 @@ from .measure.memory import unit_activation_costs
 from .reference import INIT_CHOICES, reference_init_
 from .split import balanced_split, split, stage_split
 
-SPLITS = ("equal", "memory", "stages")
+SPLITS = ("equal", "memory", "time", "stages")
 
 
 class LocalNet(nn.Module):
@@ -100,6 +100,14 @@ class LocalNet(nn.Module):
             x = torch.zeros(2, model.in_chans, *image_size, device=param.device, dtype=param.dtype)
             costs = unit_activation_costs(list(model.units)[:-1], x)
             self.ranges: List[Tuple[int, int]] = balanced_split(costs, k)
+        elif split_by == "time" and boundaries is None and k > 1:
+            # cut where the units' forward + backward times balance: a pipeline's stages
+            # then take equally long (measured on the model's device, batch 8)
+            from .measure.pipeline_cost import unit_seconds
+
+            param = next(model.parameters())
+            x = torch.zeros(8, model.in_chans, *image_size, device=param.device, dtype=param.dtype)
+            self.ranges = balanced_split(unit_seconds(model, x), k)
         elif split_by == "stages" and boundaries is None:
             self.ranges = stage_split([u.reduction for u in model.unit_info[:-1]], k)
         else:

@@ -44,12 +44,17 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
     overrides = {k: _tuples(v) for k, v in cfg.head_overrides.items()}
     # "reference" is resolved into boundaries by cfg.validate(); the cuts are given
     split_by = "equal" if cfg.split.startswith("reference") else cfg.split
-    return LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
+    net = LocalNet(model, cfg.blocks, cfg.method, image_size=data.image_size,
                     mean=data.mean, std=data.std, boundaries=cfg.boundaries,
                     head_opts=head_opts, lb=cfg.lb, ema_momentum=cfg.ema_momentum,
                     recompute=cfg.recompute, split_by=split_by, bridge_init=cfg.bridge_init,
                     ema_timing=cfg.ema_timing, head_init=cfg.head_init,
                     head_overrides=overrides)
+    if cfg.split == "time" and cfg.boundaries is None:
+        # a timing is not repeatable: the cuts it chose are saved, so that a resume (or
+        # another rank of a pipeline) builds the very same blocks
+        cfg.boundaries = [start for start, _ in net.ranges[1:]]
+    return net
 
 
 def _tuples(opts: Dict[str, Any]) -> Dict[str, Any]:

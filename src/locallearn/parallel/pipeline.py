@@ -101,6 +101,17 @@ class _Runner:
         info = broadcast_json(info, 0, ctx, self.timeout, "receiving the dataset's shape")
         torch.set_rng_state(torch.tensor(info["rng"], dtype=torch.uint8))  # same init as rank 0
         self.steps_per_epoch = info["steps"]
+        if cfg.split == "time" and cfg.boundaries is None:  # rank 0 times, all use its cuts
+            try:
+                if self.main:
+                    rng = torch.get_rng_state()
+                    build_net(cfg, info_namespace(info))
+                    torch.set_rng_state(rng)
+            except ConfigError as e:
+                error = e
+            agree_on_errors(error, ctx, self.timeout)
+            cfg.boundaries = broadcast_json({"cuts": cfg.boundaries} if self.main else None,
+                                            0, ctx, self.timeout, "sharing the cuts")["cuts"]
         try:
             net = build_net(cfg, info_namespace(info))
             cfg.method, cfg.head_opts = resolve_objective(cfg, net.model)
@@ -133,6 +144,7 @@ class _Runner:
         self.bad = torch.zeros((), dtype=torch.long, device=self.device)
         self.carry_s = 0.0
         self.t0: Optional[float] = None
+        self.train_seconds = 0.0
         self.epoch_rng: Optional[torch.Tensor] = None
         self.saved_at = "no checkpoint yet"
         self.last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs,
@@ -163,7 +175,9 @@ class _Runner:
                     self._eval_batch(info, tree)
                 else:  # epoch_end, eval_end, run_end: every rank behind us finishes first
                     self._pass_on(info)
-                    if kind == "epoch_end":
+                    if kind == "epoch_end":  # the pipe is empty: the epoch's training is done
+                        self.train_seconds = time.perf_counter() - (self.t0 or time.perf_counter())
+                        self.t0 = None
                         self.metric = self.net.task.metric(self.net.model.num_classes,
                                                            self.device)
                         self.net.eval()
@@ -306,8 +320,7 @@ class _Runner:
 
     # ---- epoch end, checkpoints, resume -------------------------------------------------
     def _end_epoch(self, epoch: int) -> None:
-        seconds = time.perf_counter() - (self.t0 if self.t0 is not None else time.perf_counter())
-        self.t0 = None
+        seconds = self.train_seconds  # (evaluation left out, as in single-process runs)
         signum, nbad, seconds = any_rank([self.signals.signum or 0, self.bad.item(), seconds],
                                          self.device, self.timeout, "ending the epoch")
         if nbad > self.cfg.nan_patience:
