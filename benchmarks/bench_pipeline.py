@@ -6,6 +6,7 @@ streaming vs lock-step, and the model's predictions at ResNet-101 ImageNet shape
     python benchmarks/bench_pipeline.py costs        # per-block times, link speed -> predictions
     python benchmarks/bench_pipeline.py accuracy     # streaming vs lock-step, 3 seeds (resumable)
     python benchmarks/bench_pipeline.py paper        # ResNet-101 224x224 block times -> N = 4, 8
+    python benchmarks/bench_pipeline.py faults       # kill rank 1: how fast rank 0 ends
     python benchmarks/bench_pipeline.py table        # rewrite results/section_pipeline.md
 
 Each part writes its own json under results/pipeline/ and skips what is already there.
@@ -216,12 +217,13 @@ def paper() -> None:
 
 
 SEEDS = (0, 1, 2)
+ACC_LIMIT = 6000
 ACCURACY = {"lockstep": ["--pipeline-mode", "lockstep"], "stream depth 2": [],
             "stream depth 2, EMA sync every 8": ["--ema-sync-every", "8"]}
 
 
 def accuracy() -> None:
-    """ResNet-32 infopro+manpp K=4 on 2 ranks, Fashion-MNIST 10k/2k, 3 epochs, 3 seeds."""
+    """ResNet-32 infopro+manpp K=4 on 2 ranks, Fashion-MNIST 6k/2k, 3 epochs, 3 seeds."""
     for seed in SEEDS:
         for name, extra in ACCURACY.items():
             out = RUNS / "accuracy" / f"{name.replace(' ', '_').replace(',', '')}_s{seed}"
@@ -231,7 +233,7 @@ def accuracy() -> None:
             resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
             cmd = _train_cmd(2, METHOD, 4, ["--pipeline", "--checkpoint-minutes", "2",
                                             *extra, *resume],
-                             out, seed=seed, epochs=3, limit=10000, limit_test=2000)
+                             out, seed=seed, epochs=3, limit=ACC_LIMIT, limit_test=2000)
             if resume:
                 cmd.remove("--force")
             r = subprocess.run(cmd, capture_output=True, text=True,
@@ -246,9 +248,37 @@ def accuracy() -> None:
                   flush=True)
 
 
+def faults() -> None:
+    """Kill rank 1 of a 2-rank pipeline mid-epoch; time how long rank 0 takes to exit."""
+    import signal
+
+    from locallearn.checkpoint import load_checkpoint
+
+    out, port = RUNS / "faults", _port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               WORLD_SIZE="2")
+    cmd = _train_cmd(1, "dgl+manpp", 2, ["--pipeline"], out, epochs=50, limit=1024)
+    procs = [subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into epoch 2
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    _, err = procs[0].communicate(timeout=120)
+    seconds = time.time() - t0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    net = load_checkpoint(out / "checkpoint.pt")["net"]
+    _save("faults.json", {"rank0_exit": procs[0].returncode, "seconds": seconds,
+                          "message": lines[-1] if lines else "", "checkpoint_entries": len(net)})
+    print(f"rank 0 exited {procs[0].returncode} after {seconds:.1f} s: {lines[-1] if lines else ''}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("part", choices=["throughput", "costs", "accuracy", "paper", "table"])
+    p.add_argument("part", choices=["throughput", "costs", "accuracy", "paper", "faults", "table"])
     a = p.parse_args()
     if a.part == "table":
         import pipeline_table

@@ -61,6 +61,17 @@ def fit_pipeline(cfg: TrainConfig, out: Path, has_ckpt: bool, *, progress: bool 
         runner.close()
 
 
+def _local(metric: Any) -> Any:
+    """The last rank alone sees the outputs: its torchmetrics must not wait for the other
+    ranks in a gather at ``compute()`` (their default once torch.distributed is up)."""
+    found = [metric, *vars(metric).values()]  # a torchmetrics Metric, or an object holding some
+    found += [m for f in list(found) if hasattr(f, "modules") for m in f.modules()]
+    for m in found:
+        if hasattr(m, "sync_on_compute"):
+            m.sync_on_compute = m._to_sync = m.dist_sync_on_step = False
+    return metric
+
+
 class _Runner:
     def __init__(self, cfg: TrainConfig, out: Path, has_ckpt: bool, ctx: Any, progress: bool,
                  stop_after_epochs: Optional[int], stop_after_steps: Optional[int]) -> None:
@@ -178,8 +189,8 @@ class _Runner:
                     if kind == "epoch_end":  # the pipe is empty: the epoch's training is done
                         self.train_seconds = time.perf_counter() - (self.t0 or time.perf_counter())
                         self.t0 = None
-                        self.metric = self.net.task.metric(self.net.model.num_classes,
-                                                           self.device)
+                        self.metric = _local(self.net.task.metric(
+                            self.net.model.num_classes, self.device))
                         self.net.eval()
                     elif kind == "eval_end":
                         self.net.train()

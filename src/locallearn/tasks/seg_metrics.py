@@ -83,8 +83,9 @@ class SegmentationMetrics:
 
     def _synced_confmat(self) -> torch.Tensor:
         # under torch.distributed every rank must call compute(): the states are summed
-        # across ranks here, then restored to the local ones when the context exits
-        with self._jaccard.sync_context():
+        # across ranks here, then restored to the local ones when the context exits (unless
+        # the metric was made rank-local: sync_on_compute off, as a pipeline's last rank does)
+        with self._jaccard.sync_context(should_sync=self._jaccard.sync_on_compute):
             return self._jaccard.confmat.clone()
 
     def per_class(self) -> Dict[str, torch.Tensor]:
