@@ -40,7 +40,16 @@ def agree_on_errors(error: Optional[BaseException], ctx: DistContext, timeout_s:
         return
     text = broadcast_json({"error": str(error)} if ctx.rank == src else None, src, ctx,
                           timeout_s, "sharing the error")["error"]
+    close_group(timeout_s)  # no rank leaves while another still talks to it
     raise ConfigError(text if src == 0 else f"(rank {src}) {text}")
+
+
+def close_group(timeout_s: float) -> None:
+    """Meet the other ranks once more, then take the process group down cleanly (a rank
+    exiting while a peer's gloo thread still uses the connection can abort that peer)."""
+    with collective("closing the job", timeout_s):
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def data_info(data: Any, steps: int, test_steps: int) -> Dict[str, Any]:

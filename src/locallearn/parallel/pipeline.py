@@ -43,7 +43,8 @@ from ..version import __version__
 from . import pipe_ckpt
 from .ddp import any_rank, collective, init_distributed
 from .messages import Link
-from .pipe_setup import agree_on_errors, broadcast_json, data_info, info_namespace
+from .pipe_setup import (agree_on_errors, broadcast_json, close_group, data_info,
+                         info_namespace)
 from .stage import Stage, assign_blocks
 
 Message = Tuple[Dict[str, Any], Any]
@@ -197,8 +198,7 @@ class _Runner:
                         self._end_epoch(info["epoch"])
                     else:
                         break
-        with collective("closing the job", self.timeout):
-            dist.barrier()
+        close_group(self.timeout)
         return self._summary()
 
     def _source(self) -> Iterator[Message]:
@@ -441,11 +441,14 @@ class _Runner:
                                                  if self.first_batch else "")
 
     def _stopped(self, signum: int) -> Stopped:
+        """Every rank stops here, after the same checkpoint: leave together."""
         import signal
 
+        close_group(self.timeout)
         return Stopped(signum, f"stopped by {signal.Signals(signum).name}; checkpoint at "
-                               f"{self.saved_at} in {self.out} (continue with: torchrun ... "
-                               f"locallearn train --resume --pipeline --out {self.out})")
+                               f"{self.saved_at} in {self.out} (continue with: torchrun "
+                               f"--nproc-per-node {self.world} -m locallearn train --resume "
+                               f"--out {self.out})")
 
     def _summary(self) -> Dict[str, Any]:
         from ..train import summarize
