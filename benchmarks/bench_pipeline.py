@@ -203,7 +203,7 @@ def paper() -> None:
     res = _load("paper.json")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     batch = 16
-    for k, split in ((4, "stages"), (8, "time")):
+    for k, split in ((4, "stages"), (8, "time"), (4, "time")):
         key = f"K={k} {split}"
         if key in res:
             continue
