@@ -103,8 +103,8 @@ def test_lockstep_pipeline_equals_single_process(tmp_path, method, blocks, world
     for k in one:
         assert torch.allclose(one[k].float(), pipe[k].float(), atol=1e-6, rtol=0), k
     assert _metrics(tmp_path / "one") == _metrics(tmp_path / "pipe")
-    start = TrainConfig()  # the weights did move: equality is not trivially true
-    assert start is not None and _metrics(tmp_path / "one")[1] != _metrics(tmp_path / "one")[2]
+    # training did happen (the epochs differ): the equality is not that of two idle nets
+    assert _metrics(tmp_path / "one")[1] != _metrics(tmp_path / "one")[2]
     # each rank's file holds its own blocks only
     files = sorted((tmp_path / "pipe" / "pipeline").glob("rank*.pt"))
     assert len(files) == world
@@ -173,7 +173,7 @@ def _rank_proc(rank, world, port, out, extra=()):
                RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, *TRAIN, "--method", "dgl+manpp", "--blocks", "2",
-                             "--epochs", "50", "--limit-train", "512", "--out", str(out),
+                             "--epochs", "50", "--limit-train", "4096", "--out", str(out),
                              "--dist-timeout", "120", *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -183,10 +183,10 @@ def test_killing_one_rank_ends_the_others_quickly_and_keeps_the_checkpoint(tmp_p
     procs = [_rank_proc(r, 2, port, out) for r in range(2)]
     try:
         deadline = time.time() + 120
-        while not (out / "checkpoint.pt").is_file() and time.time() < deadline:
-            time.sleep(0.2)
-        assert (out / "checkpoint.pt").is_file(), procs[0].stderr.read() if procs[0].poll() else ""
-        time.sleep(0.5)  # mid-epoch 2
+        while not (out / "curves.png").is_file() and time.time() < deadline:
+            time.sleep(0.2)  # (the last file written at the end of epoch 1)
+        assert (out / "curves.png").is_file(), procs[0].stderr.read() if procs[0].poll() else ""
+        time.sleep(1.5)  # mid-epoch 2: the ranks talk P2P, so rank 0 can name its lost peer
         procs[1].send_signal(signal.SIGKILL)
         t0 = time.time()
         _, err = procs[0].communicate(timeout=60)

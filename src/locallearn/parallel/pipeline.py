@@ -31,14 +31,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..bank import FeatureBank
-from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..evaluate import autocast
 from ..optim import BlockOptimizers
 from ..run_dir import CONFIG
-from ..stop import NonFiniteLoss, PeerError, Stopped, StopSignals
+from ..stop import NonFiniteLoss, Stopped, StopSignals
 from ..version import __version__
 from . import pipe_ckpt
 from .ddp import any_rank, collective, init_distributed
@@ -73,7 +72,7 @@ def _local(metric: Any) -> Any:
     return metric
 
 
-class _Runner:
+class _Runner(pipe_ckpt.Checkpointing):
     def __init__(self, cfg: TrainConfig, out: Path, has_ckpt: bool, ctx: Any, progress: bool,
                  stop_after_epochs: Optional[int], stop_after_steps: Optional[int]) -> None:
         from ..train import build_net, lr_at, resolve_objective  # (train imports this module)
@@ -323,10 +322,9 @@ class _Runner:
             while self.acked < self.sent:
                 self._take_reply()
             self.outbox.flush()
-        if self.to_prev is not None and info["kind"] != "batch":
-            self.to_prev.send({"kind": "reply", "step": -1, "weights": False})
-            self.to_prev.flush()
-        elif self.to_prev is not None:
+        if self.to_prev is not None:
+            if info["kind"] != "batch":  # (a batch was answered when it was trained)
+                self.to_prev.send({"kind": "reply", "step": -1, "weights": False})
             self.to_prev.flush()
 
     # ---- epoch end, checkpoints, resume -------------------------------------------------
@@ -361,84 +359,6 @@ class _Runner:
         self._checkpoint(epoch + 1)
         if signum:
             raise self._stopped(int(signum))
-
-    def _checkpoint(self, epoch_done: int, mid: bool = False, batch: int = 0) -> None:
-        """Every rank writes its file, then rank 0 the manifest (and the run files)."""
-        from ..train import _identity, write_run_files
-
-        path = pipe_ckpt.rank_file(self.out, self.rank, self.step)
-        st = self.stage
-        state = {"net": st.state_dict(), "optimizer": self.opt.state_dict(),
-                 "epoch": epoch_done, "step": self.step, "history": self.rows,
-                 "torch_rng": torch.get_rng_state(), "wall_time_s": self.wall,
-                 "mirror": st.mirror.state_dict() if st.mirror is not None else {},
-                 "pending": {str(k): v for k, v in self.pending.items()},
-                 "identity": {**_identity(self.cfg, self.net), "rank": self.rank,
-                              "world": self.world, "owned": [st.first, st.last]}}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        if self.main:
-            state["data_rng"] = self.epoch_rng if mid else self.gen.get_state()
-        if mid:
-            state.update(batch=batch, loss_sum=self.loss_sum.detach().cpu(),
-                         epoch_seconds=time.perf_counter() - self.t0)
-        error: Optional[BaseException] = None
-        try:
-            save_checkpoint(path, state)
-        except Exception as e:  # reported once the ranks agreed, below
-            error = e
-        self._agree_write(error, "writing its checkpoint")
-        if self.main:
-            try:
-                save_checkpoint(self.out / CHECKPOINT, {"pipeline": {
-                    "step": self.step, "world": self.world, "epoch": epoch_done}})
-                if not mid:
-                    write_run_files(self.cfg, self.net, self.rows, self.wall, self.device,
-                                    self.data, self.out)
-            except Exception as e:
-                error = e
-        self._agree_write(error, "writing the manifest and run files")
-        pipe_ckpt.remove_old(self.out, self.rank, keep=path)
-        self.saved_at = f"epoch {epoch_done}" + (f" batch {batch}" if mid else "")
-
-    def _agree_write(self, error: Optional[BaseException], what: str) -> None:
-        (failed,) = any_rank([error is not None], self.device, self.timeout, what)
-        if error is not None:
-            raise error
-        if failed:
-            raise PeerError(f"rank {self.rank}: another rank failed {what} (see its message)")
-
-    def _resume(self) -> None:
-        from ..train import load_net_state  # noqa: F401  (same checks, other layout)
-
-        manifest = load_checkpoint(self.out / CHECKPOINT, merge_pipeline=False)
-        if "pipeline" not in manifest:
-            raise ConfigError(f"{self.out} holds a single-process checkpoint; resume it "
-                              "without --pipeline")
-        state = pipe_ckpt.load_rank_state(self.out, manifest, self.rank, self.world)
-        if state["identity"].get("owned") != [self.stage.first, self.stage.last]:
-            raise ConfigError(f"rank {self.rank}'s checkpoint holds blocks "
-                              f"{state['identity'].get('owned')}, this run gives it "
-                              f"{[self.stage.first, self.stage.last]}")
-        self.stage.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["optimizer"])
-        if self.stage.mirror is not None:
-            self.stage.mirror.load_state_dict(state["mirror"])
-        self.pending = {int(k): [t.to(self.device) for t in v]
-                        for k, v in state["pending"].items()}
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self.rows, self.epoch, self.step = list(state["history"]), state["epoch"], state["step"]
-        self.wall = state["wall_time_s"]
-        if self.main:
-            self.gen.set_state(state["data_rng"])
-        if state.get("batch", 0):
-            self.first_batch = state["batch"]
-            self.loss_sum = state["loss_sum"].to(self.device)
-            self.carry_s = state["epoch_seconds"]
-        self.saved_at = f"epoch {self.epoch}" + (f" batch {self.first_batch}"
-                                                 if self.first_batch else "")
 
     def _stopped(self, signum: int) -> Stopped:
         """Every rank stops here, after the same checkpoint: leave together."""
