@@ -10,9 +10,10 @@ from torch import nn
 from .bank import FeatureBank
 from .errors import ConfigError, ConfigTypeError, choice_error
 from .heads import HeadContext, build_head
-from .methods import MethodSpec, list_methods, parse_method
+from .local_net_args import as_method, check_normalisation, check_overrides
+from .methods import MethodSpec
 from .momentum import EMA_TIMINGS, INITS, LB_KINDS, MomentumBridge, ema_update
-from .nets.checks import as_float, as_floats, as_int, as_size
+from .nets.checks import as_float, as_int, as_size
 from .nets.units import UnitNet, run_unit
 from .tasks import get_task
 from .measure.memory import unit_activation_costs
@@ -71,7 +72,7 @@ class LocalNet(nn.Module):
                 raise ConfigTypeError(f"boundaries must be a sequence of unit indices, "
                                       f"got {boundaries!r}")
             boundaries = [as_int("boundaries", b) for b in boundaries]
-        mean, std = _check_normalisation(mean, std, model.in_chans)
+        mean, std = check_normalisation(mean, std, model.in_chans)
         self.spec = spec
         self.model = model
         self.task = get_task(model.task)
@@ -113,7 +114,7 @@ class LocalNet(nn.Module):
         else:
             self.ranges = split(model.num_body_units, k, boundaries)
         info = model.unit_info
-        per_head = _check_overrides(head_overrides, k - 1)
+        per_head = check_overrides(head_overrides, k - 1)
         reductions = sorted({u.reduction for u in info[:-1]})
         heads: List[nn.Module] = []
         self.head_contexts: List[HeadContext] = []
@@ -356,56 +357,3 @@ class LocalNet(nn.Module):
         ``train_step`` already moved each copy."""
         if len(self.bridges) and self.ema_timing == "after-step":
             ema_update(list(self.bridges), self.ema_sources(), self.ema_momentum)
-
-
-def _check_overrides(overrides: Optional[Mapping[int, Mapping[str, object]]],
-                     num_heads: int) -> Dict[int, Dict[str, object]]:
-    """Per-head options ``{head index: {option: value}}`` (e.g. head 0 built differently,
-    as in the reference InfoPro code); indices must name an existing head."""
-    if overrides is None:
-        return {}
-    if not isinstance(overrides, Mapping):
-        raise ConfigTypeError(f"head_overrides must map a head index to options, got {overrides!r}")
-    out: Dict[int, Dict[str, object]] = {}
-    for key, opts in overrides.items():
-        # JSON (config.json) keeps the indices as strings
-        j = int(key) if isinstance(key, str) and key.strip().isdigit() else \
-            as_int("head_overrides index", key)
-        if not 0 <= j < num_heads:
-            raise ConfigError(f"head_overrides names head {j}, but this network has "
-                              f"{num_heads} local head(s): 0..{num_heads - 1}" if num_heads else
-                              f"head_overrides names head {j}, but this network has no local head")
-        if not isinstance(opts, Mapping):
-            raise ConfigTypeError(f"head_overrides[{j}] must be a dict of head options, got {opts!r}")
-        out[j] = dict(opts)
-    return out
-
-
-def as_method(method: Union[str, MethodSpec]) -> MethodSpec:
-    """A method spec string (``"dgl+manpp"``) or MethodSpec as a MethodSpec."""
-    if isinstance(method, MethodSpec):
-        return method
-    if not isinstance(method, str):
-        raise ConfigTypeError(f"method must be a string such as 'dgl+manpp' or a MethodSpec, got "
-                              f"{method!r} (choose from: {', '.join(list_methods())})")
-    return parse_method(method)
-
-
-def _check_normalisation(mean: Optional[Sequence[float]], std: Optional[Sequence[float]],
-                         in_chans: int) -> Tuple[Optional[Tuple[float, ...]],
-                                                 Optional[Tuple[float, ...]]]:
-    """The input normalisation heads use to map images back to [0, 1]: both or neither,
-    one value per channel (or one for all), std > 0."""
-    if (mean is None) != (std is None):
-        raise ConfigError("mean and std go together: pass both (the normalisation of x) or "
-                          "neither")
-    if mean is None or std is None:
-        return None, None
-    m, s = as_floats("mean", mean), as_floats("std", std)
-    for name, v in (("mean", m), ("std", s)):
-        if len(v) not in (1, in_chans):
-            raise ConfigError(f"{name} must have one value per input channel (in_chans="
-                              f"{in_chans}) or a single value, got {len(v)}: {list(v)}")
-    if min(s) <= 0:
-        raise ConfigError(f"std must be positive, got {list(s)}")
-    return m, s

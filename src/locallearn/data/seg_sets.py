@@ -142,7 +142,8 @@ def voc_segmentation(root: str, year: str = "2012", image_set: str = "train",
                      transforms: Optional[Callable[..., Any]] = None) -> SegmentationFolder:
     """Pascal VOC segmentation from ``root`` (the folder holding ``VOCdevkit``): 21 classes, 255 = border."""
     from torchvision.datasets import VOCSegmentation
-    voc_root = voc_base_dir(root, year, image_set, "SegmentationClass", "Segmentation")
+
+    voc_base_dir(root, year, image_set, "SegmentationClass", "Segmentation")  # checks only
     base = VOCSegmentation(str(root), year=str(year), image_set=image_set)
     _need_files(base.images, "VOC image")
     _need_files(base.masks, "VOC mask")

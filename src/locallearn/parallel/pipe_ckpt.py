@@ -34,16 +34,20 @@ def remove_old(out: Path, rank: int, keep: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _saved_rank_file(out: Path, info: Dict[str, Any], rank: int) -> Path:
+    path = rank_file(out, rank, info["step"])
+    if not path.is_file():
+        raise ConfigError(f"the pipeline checkpoint of {out} lacks {path} (step {info['step']})")
+    return path
+
+
 def load_rank_state(out: Path, manifest: Dict[str, Any], rank: int, world: int) -> Dict[str, Any]:
     """This rank's share of the checkpoint that ``manifest`` names."""
     info = manifest["pipeline"]
     if info["world"] != world:
         raise ConfigError(f"{out} was checkpointed by a pipeline of {info['world']} ranks; "
                           f"resume it with --nproc-per-node {info['world']} (got {world})")
-    path = rank_file(out, rank, info["step"])
-    if not path.is_file():
-        raise ConfigError(f"the pipeline checkpoint of {out} lacks {path} (step {info['step']})")
-    return load_checkpoint(path)
+    return load_checkpoint(_saved_rank_file(out, info, rank))
 
 
 def merged_checkpoint(out: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
@@ -53,10 +57,7 @@ def merged_checkpoint(out: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
     net: Dict[str, Any] = {}
     states: List[Dict[str, Any]] = []
     for r in range(info["world"]):
-        path = rank_file(out, r, info["step"])
-        if not path.is_file():
-            raise ConfigError(f"the pipeline checkpoint of {out} lacks {path}")
-        states.append(load_checkpoint(path))
+        states.append(load_checkpoint(_saved_rank_file(out, info, r)))
         net.update(states[-1]["net"])
     return {**manifest, "net": net, "history": states[0].get("history", [])}
 

@@ -41,7 +41,7 @@ from ..stop import NonFiniteLoss, Stopped, StopSignals
 from ..version import __version__
 from . import pipe_ckpt
 from .ddp import any_rank, collective, init_distributed
-from .messages import Link
+from .messages import optional_link
 from .pipe_setup import (agree_on_errors, broadcast_json, close_group, data_info,
                          info_namespace)
 from .stage import Stage, assign_blocks
@@ -142,10 +142,10 @@ class _Runner(pipe_ckpt.Checkpointing):
         prev = None if self.stage.is_first else self.rank - 1
         nxt = None if self.stage.is_last else self.rank + 1
         t = self.timeout
-        self.inbox = Link(prev, self.device, t, f"data from rank {prev}") if prev is not None else None
-        self.to_prev = Link(prev, self.device, t, f"replies to rank {prev}") if prev is not None else None
-        self.outbox = Link(nxt, self.device, t, f"data to rank {nxt}") if nxt is not None else None
-        self.from_next = Link(nxt, self.device, t, f"replies from rank {nxt}") if nxt is not None else None
+        self.inbox = optional_link(prev, self.device, t, f"data from rank {prev}")
+        self.to_prev = optional_link(prev, self.device, t, f"replies to rank {prev}")
+        self.outbox = optional_link(nxt, self.device, t, f"data to rank {nxt}")
+        self.from_next = optional_link(nxt, self.device, t, f"replies from rank {nxt}")
         self.sent = self.acked = 0
         self.pending: Dict[int, List[torch.Tensor]] = {}  # EMA weights by step, not yet used
         self.rows: List[Dict[str, Any]] = []
@@ -259,7 +259,7 @@ class _Runner(pipe_ckpt.Checkpointing):
         bank = self._bank(tree)
         with autocast(self.device, self.cfg.amp):
             losses = self.net.train_blocks(tree["h"], tree["y"], bank, st.first, st.last,
-                                           backward, self.opt.after_block, st.sources())
+                                           backward, self.opt.after_block, st.sources)
         self.opt.finish()
         finite = torch.isfinite(losses).all()
         self.bad += ~finite

@@ -8,7 +8,7 @@ blocks' only.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -63,6 +63,12 @@ class Stage:
             m.to(device)
         if self.mirror is not None:
             self.mirror.to(device)
+        # what each bridge's EMA copy tracks, indexed like net.bridges (None: not ours); the
+        # modules never change, only their weights
+        live = net.ema_sources()
+        self.sources: List[Optional[nn.Module]] = [None] * len(net.bridges)
+        for j in self.bridge_range:
+            self.sources[j] = self.mirror if j == last - 1 else live[j]
 
     def owned_modules(self) -> List[nn.Module]:
         mods: List[nn.Module] = []
@@ -81,26 +87,18 @@ class Stage:
         return range(self.first, min(self.last, self.net.k - 1)) if len(self.net.bridges) \
             else range(0)
 
-    def sources(self) -> List[Optional[nn.Module]]:
-        """What each bridge's EMA copy tracks, indexed like ``net.bridges`` (None: not ours)."""
-        out: List[Optional[nn.Module]] = [None] * len(self.net.bridges)
-        live = self.net.ema_sources()
-        for j in self.bridge_range:
-            out[j] = self.mirror if j == self.last - 1 else live[j]
-        return out
-
     def ema_update(self) -> None:
         """After-step EMA of this rank's bridges (the last one towards the mirror)."""
         mine = list(self.bridge_range)
         if self.net.ema_timing != "after-step" or not mine:
             return
-        src = self.sources()
-        ema_update([self.net.bridges[j] for j in mine], [src[j] for j in mine],
+        ema_update([self.net.bridges[j] for j in mine], [self.sources[j] for j in mine],
                    self.net.ema_momentum)
 
     def first_unit_weights(self) -> List[torch.Tensor]:
         """The parameters of this rank's first unit: what the previous rank's bridge tracks."""
-        return [p.detach() for p in self.net.ema_sources()[self.first - 1].parameters()]
+        unit = self.net.model.units[self.net.ranges[self.first][0]]
+        return [p.detach() for p in unit.parameters()]
 
     @torch.no_grad()
     def set_mirror(self, weights: Sequence[torch.Tensor]) -> None:
@@ -120,11 +118,3 @@ class Stage:
             raise ConfigError(f"this rank's checkpoint holds other blocks than blocks "
                               f"{self.first}..{self.last - 1} (missing {missing}, extra {extra})")
         self.net.load_state_dict(state, strict=False)
-
-
-def merge_states(states: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """One LocalNet state dict from the ranks' disjoint shares."""
-    out: Dict[str, Any] = {}
-    for s in states:
-        out.update(s)
-    return out
