@@ -7,7 +7,7 @@ train_blocks``: the one step protocol) and sends the detached output of its last
 the target and the feature bank forward (``messages.Link``). No gradient travels back;
 what does travel back is one small reply per message, which
 
-- bounds the pipe: a rank sends batch t only after the reply to batch t-D has come back
+- bounds the pipe: after sending batch t a rank waits for the reply to batch t-D
   (D = ``--pipeline-depth``; ``--pipeline-mode lockstep`` is D=0, one batch in the pipe);
 - carries, every ``--ema-sync-every`` steps, the weights of the replying rank's first
   unit: bridge j's EMA copy tracks that unit through a local mirror. The mirror used
