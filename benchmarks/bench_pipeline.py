@@ -246,6 +246,8 @@ def accuracy() -> None:
                 (keep / f).write_text((out / f).read_text())
             print(name, seed, json.loads((out / "summary.json").read_text())["final_test_acc"],
                   flush=True)
+    if not (OUT / "accuracy.json").is_file():  # when and where the runs were made
+        _save("accuracy.json", {"limit_train": ACC_LIMIT, "seeds": list(SEEDS)})
 
 
 def faults() -> None:

@@ -15,6 +15,12 @@ from locallearn.parallel.stage import assign_blocks
 RESULTS = OUT.parent
 
 
+def _made(d: Dict[str, Any]) -> str:
+    """Where and when a json of bench_pipeline.py was made."""
+    env = d["environment"]
+    return f"{env['machine']} (2 cores), torch {env['torch']}, {d['date']}"
+
+
 def _costs(row: Dict[str, Any]) -> StepCosts:
     return StepCosts(block_s=row["block_s"], message_bytes=row["message_bytes"],
                      local_param_bytes=row["local_param_bytes"], e2e_s=row["e2e_s"],
@@ -113,7 +119,9 @@ def accuracy_lines() -> List[str]:
              "batch 128, seeds 0-2. Lock-step is exactly single-process training (a test "
              "checks it to 1e-6); streaming lets rank 0 run up to 2 batches ahead, so the "
              "EMA copy of bridge 1 tracks the next rank's unit as it was 2 steps earlier "
-             "(and up to 7 steps more with `--ema-sync-every 8`). Command: "
+             "(and up to 7 steps more with `--ema-sync-every 8`). "
+             + (f"Made on {_made(json.loads((OUT / 'accuracy.json').read_text()))}. "
+                if (OUT / "accuracy.json").is_file() else "") + "Command: "
              "`.venv/bin/python benchmarks/bench_pipeline.py accuracy`.", "",
              "| mode | seeds | test acc % | per seed |", "|---|---|---|---|"]
     for name in ACCURACY:
@@ -136,7 +144,7 @@ def paper_lines() -> List[str]:
     res = json.loads(p.read_text())
     lines = ["", "### The model at ResNet-101 ImageNet shapes, beside the paper's Table VIII", "",
              "`tv:resnet101` `infopro+manpp` at 224x224: each block's step time measured on "
-             f"this CPU ({res['date']}) at batch 16 and at the per-device shards, fed to the "
+             f"this CPU ({_made(res)}; `bench_pipeline.py paper`) at batch 16 and at the per-device shards, fed to the "
              "model with a free link (an NVLink-class link is far faster than these steps); "
              "seconds per epoch in ratios to E2E under DDP, since CPU seconds are not A100 "
              f"seconds. Paper (4 A100s): PPLL {TABLE_VIII['ppll']} s, E2E DDP "
@@ -178,7 +186,7 @@ def faults_lines() -> List[str]:
         return []
     f = json.loads(p.read_text())
     return ["", "### Faults", "",
-            f"Rank 1 of 2 killed (SIGKILL) mid-epoch ({f['date']}): rank 0 exited with code "
+            f"Rank 1 of 2 killed (SIGKILL) mid-epoch ({_made(f)}): rank 0 exited with code "
             f"{f['rank0_exit']} after {f['seconds']:.1f} s, printing: `{f['message']}`; the "
             f"last checkpoint loads ({f['checkpoint_entries']} tensors). Command: "
             "`.venv/bin/python benchmarks/bench_pipeline.py faults`."]
