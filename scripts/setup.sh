@@ -24,7 +24,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   "$VENV/bin/python" -m pip install -q $TORCH_PIN 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c "import torch, torchvision" || { echo "setup: installing torch failed" >&2; exit 1; }
-  "$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/python" -m pip install -q -e ".[test,photos]" 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c "import locallearn" || { echo "setup: installing locallearn failed" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi

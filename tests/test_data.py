@@ -139,9 +139,9 @@ def test_fashion_real_debian(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- registry, limits, torchvision sets --------------------------------------------------------
 
 def test_list_and_unknown() -> None:
-    assert list_datasets() == ["cifar10", "cityscapes", "coco", "fashion-mnist", "fmnist-scenes",
-                               "fmnist-scenes-det", "imagefolder", "stl10", "svhn", "synthetic",
-                               "voc-det", "voc-seg"]
+    assert list_datasets() == ["cifar10", "cityscapes", "coco", "div2k", "fashion-mnist",
+                               "fmnist-scenes", "fmnist-scenes-det", "imagefolder", "sr-folder",
+                               "sr-photos", "stl10", "svhn", "synthetic", "voc-det", "voc-seg"]
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'.*cifar10.*synthetic"):
         load_dataset("imagenet")
 

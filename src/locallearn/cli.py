@@ -65,6 +65,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
         raise ConfigError("--json writes the per-block rows of --heads; add --heads")
     if a.json:
         check_new_file(Path(a.json), force=a.force, what="--json")
+    if a.vs and not a.crops:
+        raise ConfigError("--vs adds runs to the --crops figure; add --crops FILE.png")
+    if a.crops:
+        check_new_file(Path(a.crops), force=a.force, what="--crops")
     cfg, net, data = load_run(Path(a.run), device=a.device, data_dir=a.data_dir)
     device = resolve_device(a.device)
     batches = data.test_batches(cfg.eval_batch_size, device)
@@ -72,18 +76,23 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if not a.heads:
         scores = evaluate_metrics(net, batches, device)
         shown = (f"{100 * scores['acc']:.2f}%" if list(scores) == ["acc"] else
-                 "  ".join(f"{k} {100 * v:.2f}%" for k, v in scores.items()))
+                 "  ".join(f"{k} {net.task.show(k, v)}" for k, v in scores.items()))
         print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset} test: {shown}")
+        if net.task.name == "super_resolution":
+            _sr_extras(a, cfg, net, data, device)
+        elif a.crops:
+            raise ConfigError(f"--crops draws super-resolution outputs; {a.run} is a "
+                              f"{net.task.name} run")
         return 0
     rows = head_report(net, batches, device)
     print(f"{cfg.model} {net.spec} K={net.k} on {cfg.dataset}: test {primary} of each "
           f"block's predictor (the last is the network's)")
-    title = f"test {primary} %"
+    title = f"test {primary}"
     print(f"{'block':>5}  {'units':>7}  {title:>10}  {'bridge scale':>12}  {'EMA lag':>7}")
     for r in rows:
         acc, s, lag = r[f"test_{primary}"], r["bridge_scale"], r["ema_lag"]
         units = f"{r['units'][0]}-{r['units'][1] - 1}"
-        print(f"{r['block']:>5}  {units:>7}  {'-' if acc is None else f'{100 * acc:.2f}':>10}  "
+        print(f"{r['block']:>5}  {units:>7}  {'-' if acc is None else net.task.show(primary, acc):>10}  "
               f"{'-' if s is None else f'{s:.3f}':>12}  {'-' if lag is None else f'{lag:.3f}':>7}")
     if a.json:
         from .checkpoint import atomic_write_text
@@ -92,6 +101,30 @@ def cmd_eval(a: argparse.Namespace) -> int:
                                                         blocks=net.k, rows=rows), indent=2) + "\n")
         print(f"wrote {a.json}")
     return 0
+
+
+def _sr_extras(a: argparse.Namespace, cfg: TrainConfig, net: "object", data: "object",
+               device: "object") -> None:
+    """Super-resolution: the bicubic baseline's scores, and with --crops the side-by-side PNG."""
+    from .sr_report import bicubic_scores, write_crops
+    from .train import load_run
+
+    base = bicubic_scores(data, net.task)  # type: ignore[attr-defined]
+    print(f"bicubic upscaling on {cfg.dataset} test: "
+          + "  ".join(f"{k} {net.task.show(k, v)}" for k, v in base.items()))  # type: ignore[attr-defined]
+    if not a.crops:
+        return
+    runs = [(f"{net.spec} K={net.k}", net)]  # type: ignore[attr-defined]
+    for other in a.vs or []:
+        ocfg, onet, _ = load_run(Path(other), device=a.device, data_dir=a.data_dir)
+        if (ocfg.dataset, ocfg.image_size) != (cfg.dataset, cfg.image_size) or \
+                getattr(onet.model, "scale", None) != getattr(net.model, "scale", None):  # type: ignore[attr-defined]
+            raise ConfigError(f"--vs {other} was trained on {ocfg.dataset} with "
+                              f"{ocfg.model}; {a.run} on {cfg.dataset} with {cfg.model}: "
+                              "crops compare runs of one dataset and scale")
+        runs.append((f"{onet.spec} K={onet.k}", onet))
+    path = write_crops(Path(a.crops), data, runs, device)  # type: ignore[arg-type]
+    print(f"wrote {path}")
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -231,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     _add_train(sub)
-    p = sub.add_parser("eval", help="test accuracy of a run's last checkpoint")
+    p = sub.add_parser("eval", help="test metrics of a run's last checkpoint")
     p.add_argument("--run", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
@@ -239,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the accuracy of every block's auxiliary classifier, MAN++'s "
                         "learned bridge scales and how far each EMA copy trails its unit")
     p.add_argument("--json", default=None, help="with --heads: write the rows here")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.add_argument("--crops", default=None, metavar="PNG",
+                   help="super-resolution: write side-by-side crops (bicubic / this run / "
+                        "each --vs run / HR) of the first test images to this PNG")
+    p.add_argument("--vs", action="append", default=None, metavar="RUN",
+                   help="with --crops: another run of the same dataset to show (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json / --crops file")
     p = sub.add_parser("export", help="write the plain backbone of a run as safetensors")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="a new .safetensors file")

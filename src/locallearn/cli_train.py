@@ -126,12 +126,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "list`); options given by hand win")
     p.add_argument("--dataset", default=d.dataset,
                    help="fashion-mnist, cifar10, svhn, stl10, synthetic[:CxHxW[:classes]], imagefolder; "
-                        "segmentation: fmnist-scenes[:seed=N], voc-seg, cityscapes")
+                        "segmentation: fmnist-scenes[:seed=N], voc-seg, cityscapes; "
+                        "super-resolution: sr-photos, div2k, sr-folder (each [:scale=N,patches=N])")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
     p.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
     p.add_argument("--image-size", type=int, default=None,
                    help="imagefolder's crop size (default 224); the segmentation sets' size "
-                        "(fmnist-scenes 128, voc-seg 256, cityscapes 256 = height, width 2x)")
+                        "(fmnist-scenes 128, voc-seg 256, cityscapes 256 = height, width 2x); "
+                        "super-resolution: the low-resolution training patch (default 48)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)

@@ -75,7 +75,7 @@ class LocalNet(nn.Module):
         mean, std = check_normalisation(mean, std, model.in_chans)
         self.spec = spec
         self.model = model
-        self.task = get_task(model.task)
+        self.task = get_task(model.task).for_model(model)
         head_family = model.default_head if spec.head == "auto" else spec.head
         if head_family is not None:  # the model's recipe for the family, overridable per option
             head_opts = {**model.family_opts(head_family), **(head_opts or {})}

@@ -50,6 +50,7 @@ def build_net(cfg: TrainConfig, data: ImageData) -> LocalNet:
                     recompute=cfg.recompute, split_by=split_by, bridge_init=cfg.bridge_init,
                     ema_timing=cfg.ema_timing, head_init=cfg.head_init,
                     head_overrides=overrides)
+    net.task = net.task.for_data(data)  # e.g. super-resolution: the set's PSNR rule
     if cfg.split == "time" and cfg.boundaries is None:
         # a timing is not repeatable: the cuts it chose are saved, so that a resume (or
         # another rank of a pipeline) builds the very same blocks
@@ -292,7 +293,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
                          "lr": lr_at(cfg, step - 1, len(train)), "seconds": seconds,
                          "sec_per_step": seconds / len(train)})
             if progress:  # one line per epoch, also when the bar is off (logs, non-TTY)
-                shown = "  ".join(f"test_{n} {100 * v:.2f}%" for n, v in scores.items())
+                shown = "  ".join(f"test_{n} {net.task.show(n, v)}" for n, v in scores.items())
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {cfg.method} K={net.k}  "
                            f"train_loss {train_loss:.4f}  {shown}  {seconds:.1f}s")
             error: Optional[BaseException] = None

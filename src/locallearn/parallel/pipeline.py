@@ -352,7 +352,8 @@ class _Runner(pipe_ckpt.Checkpointing):
                           "seconds": seconds, "sec_per_step": seconds / self.steps_per_epoch})
         self.loss_sum.zero_()
         if self.progress:
-            shown = "  ".join(f"test_{c} {100 * v:.2f}%" for c, v in zip(columns, vals[1:]))
+            shown = "  ".join(f"test_{c} {self.net.task.show(c, v)}"
+                             for c, v in zip(columns, vals[1:]))
             tqdm.write(f"epoch {epoch + 1}/{self.cfg.epochs}  {self.cfg.method} K={self.net.k} "
                        f"pipeline x{self.world}  train_loss {self.rows[-1]['train_loss']:.4f}  "
                        f"{shown}  {seconds:.1f}s")

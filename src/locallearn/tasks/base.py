@@ -39,6 +39,20 @@ class Task:
     primary: str = ""
     target: str = ""
 
+    def for_model(self, model: nn.Module) -> "Task":
+        """This task bound to what ``model`` fixes (super-resolution: its upscaling factor);
+        most tasks need nothing and return themselves."""
+        return self
+
+    def for_data(self, data: Any) -> "Task":
+        """This task bound to what a dataset fixes (super-resolution: its evaluation rule;
+        a dataset that does not fit the model raises ConfigError)."""
+        return self
+
+    def show(self, column: str, value: float) -> str:
+        """A metric value for people: fractions as percentages (PSNR as dB)."""
+        return f"{100 * value:.2f}%"
+
     def check_target(self, y: object, x: torch.Tensor, num_classes: int) -> torch.Tensor:
         """Validate a batch's target against its images; return it as the criterion wants.
 

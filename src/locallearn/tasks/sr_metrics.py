@@ -1,0 +1,107 @@
+"""PSNR and SSIM per image, as the EDSR code measures super-resolution.
+
+EDSR's ``utility.calc_psnr``: the output is quantised to 8 bits (clamped to [0, 1],
+rounded to 1/255), a border of the image is shaved, and on the benchmark sets (Set5,
+Set14, B100, Urban100) only the luma is compared: ``Y = (16 + 65.481 R + 128.553 G +
+24.966 B) / 255`` for RGB in [0, 1] (ITU-R BT.601, MATLAB's ``rgb2ycbcr``) with a border
+of ``scale`` pixels; on DIV2K all three RGB channels with a border of ``scale + 6``.
+PSNR is computed per image and averaged over images (not over pixels of the whole set),
+and SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5) likewise, on the same shaved
+Y or RGB images. Both come from torchmetrics' functional forms with ``data_range=1``.
+
+Identical images give PSNR = inf, as in EDSR's code and torchmetrics; that propagates to
+the mean, which is the honest answer for a perfect reconstruction.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.image import (peak_signal_noise_ratio,
+                                           structural_similarity_index_measure)
+
+from ..errors import ConfigError, choice_error
+
+RULES = ("y", "rgb")  # benchmark sets: luma, border = scale; DIV2K: RGB, border = scale + 6
+#: BT.601 luma of RGB in [0, 1], scaled to [0, 1] (offset 16/255): MATLAB's rgb2ycbcr
+Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+Y_OFFSET = 16.0 / 255.0
+
+
+def to_y(x: torch.Tensor) -> torch.Tensor:
+    """The luma of RGB images [B, 3, H, W] in [0, 1], as [B, 1, H, W] in [16/255, 235/255]."""
+    if x.shape[1] != 3:
+        return x  # already one channel (a grey model): nothing to convert
+    w = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True) + Y_OFFSET
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as an 8-bit image would hold it: clamped to [0, 1] and rounded to 1/255."""
+    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def border(rule: str, scale: int) -> int:
+    """Pixels shaved off each side before measuring: ``scale`` (rule y), ``scale + 6`` (rgb)."""
+    return scale if rule == "y" else scale + 6
+
+
+def prepare(output: torch.Tensor, target: torch.Tensor, scale: int,
+            rule: str) -> "tuple[torch.Tensor, torch.Tensor]":
+    """The (prediction, target) pair that is measured: quantised, shaved, luma for rule y."""
+    if output.shape != target.shape:
+        raise ConfigError(f"the output is {tuple(output.shape)} but the high-resolution target "
+                          f"{tuple(target.shape)}; they must have one size")
+    b = border(rule, scale)
+    h, w = target.shape[-2:]
+    if h <= 2 * b or w <= 2 * b:
+        raise ConfigError(f"a {h}x{w} image has nothing left after shaving a {b}-pixel border "
+                          f"(x{scale}, rule {rule}); evaluate on larger images")
+    # float64: SSIM's variances are differences of near-equal means, which float32 rounds
+    # to about 1e-5 of the score
+    pred, ref = quantize(output.double()), quantize(target.double())
+    pred, ref = pred[..., b:h - b, b:w - b], ref[..., b:h - b, b:w - b]
+    if rule == "y":
+        pred, ref = to_y(pred), to_y(ref)
+    return pred, ref
+
+
+def psnr_ssim(output: torch.Tensor, target: torch.Tensor, scale: int,
+              rule: str = "y") -> "tuple[torch.Tensor, torch.Tensor]":
+    """Per-image PSNR (dB) and SSIM of ``output`` against ``target`` (both [B, C, H, W] in
+    [0, 1]) under ``rule``; each a [B] tensor."""
+    if rule not in RULES:
+        raise choice_error("super-resolution evaluation rule", rule, RULES)
+    pred, ref = prepare(output, target, scale, rule)
+    psnr = peak_signal_noise_ratio(pred, ref, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    side = min(pred.shape[-2:])
+    kernel = min(11, side - (1 - side % 2))  # an odd window that fits a small image
+    ssim = structural_similarity_index_measure(pred, ref, data_range=1.0, reduction="none",
+                                               kernel_size=kernel)
+    return psnr.reshape(-1).float(), ssim.reshape(-1).float()
+
+
+class SRMetric(Metric):
+    """Mean per-image PSNR and SSIM over a set (sums and a count: they sync across ranks)."""
+
+    full_state_update = False
+
+    def __init__(self, scale: int, rule: str = "y", **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        if rule not in RULES:
+            raise choice_error("super-resolution evaluation rule", rule, RULES)
+        self.scale, self.rule = int(scale), rule
+        for name in ("psnr_sum", "ssim_sum", "count"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64),
+                           dist_reduce_fx="sum")
+
+    def update(self, output: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        psnr, ssim = psnr_ssim(output, target, self.scale, self.rule)
+        self.psnr_sum += psnr.double().sum()
+        self.ssim_sum += ssim.double().sum()
+        self.count += psnr.numel()
+
+    def compute(self) -> Dict[str, float]:  # type: ignore[override]
+        n = max(float(self.count), 1.0)
+        return {"psnr": float(self.psnr_sum) / n, "ssim": float(self.ssim_sum) / n}
