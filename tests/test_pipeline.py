@@ -203,11 +203,21 @@ def test_killing_one_rank_ends_the_others_quickly_and_keeps_the_checkpoint(tmp_p
     assert any(k.startswith("model.units.") for k in net) and len(net) > 10
 
 
-@pytest.mark.parametrize("task", ["segmentation", "detection"])
+@pytest.mark.parametrize("task", ["segmentation", "detection", "super_resolution"])
 def test_dense_targets_and_bank_travel_through_the_pipe(tmp_path, task):
-    """Masks, box lists and the bank's skip features (the FPN's C3/C4, the decoder's
-    stride-4 map) cross the ranks: lock-step = one process, for dense tasks too."""
-    if task == "segmentation":
+    """Masks, box lists, HR images and the bank's skip features (the FPN's C3/C4, the
+    decoder's stride-4 map, EDSR's shallow features) cross the ranks: lock-step = one
+    process, for dense tasks too."""
+    if task == "super_resolution":
+        from test_sr_data import write_png
+
+        root = tmp_path / "data"
+        for i in range(3):
+            write_png(root / "train" / f"t{i}.png", 24, 24, seed=i)
+        write_png(root / "test" / "a.png", 24, 24, seed=9)
+        kw = dict(model="edsr_tiny_x2", dataset="sr-folder:patches=8", method="slm+manpp",
+                  blocks=3, image_size=8, optimizer="adamw", lr=1e-3)
+    elif task == "segmentation":
         from test_dense_data import make_voc
 
         names = [f"i{i}" for i in range(6)]

@@ -1,0 +1,119 @@
+"""The super-resolution section of BENCHMARKS.md (results/section_super_resolution.md), from
+the kept runs of bench_sr.py, its step ratios and its large-EDSR memory json. The bicubic
+row is measured here, on the same test images and rule. Types no number by hand."""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+from typing import Dict, List, Optional, Tuple
+
+from bench_sr import (BUDGET, LARGE, MEMORY_JSON, MODEL, PATCHES, RESULTS, ROWS_X2, SEEDS,
+                      STEPS_JSON, best_local, dataset, kept_summary)
+from locallearn.checkpoint import atomic_write_text
+
+MB = 2.0 ** 20
+
+
+def _stat(values: List[float], digits: int) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+def bicubic(scale: int) -> Dict[str, float]:
+    from locallearn.data import load_dataset
+    from locallearn.sr_report import bicubic_scores
+    from locallearn.tasks import get_task
+
+    data = load_dataset(dataset(scale), image_size=BUDGET["image_size"])
+    return bicubic_scores(data, get_task("super_resolution").for_data(data))
+
+
+def rows_for(scale: int, rows: Tuple[Tuple[str, int], ...], steps: dict) -> List[str]:
+    base = bicubic(scale)
+    out = [f"| x{scale} | bicubic | - | - | {base['psnr']:.2f} | - | {base['ssim']:.4f} | - | - |"]
+    e2e = [r["final_test_psnr"] for r in (kept_summary(scale, "e2e", 1, s) for s in SEEDS) if r]
+    for method, k in rows:
+        runs = [(s, kept_summary(scale, method, k, s)) for s in SEEDS]
+        done = [(s, r) for s, r in runs if r is not None]
+        psnr = [r["final_test_psnr"] for _, r in done]
+        ssim = [r["final_test_ssim"] for _, r in done]
+        gap = (f"{statistics.fmean(psnr) - statistics.fmean(e2e):+.2f}"
+               if psnr and e2e and method != "e2e" else "-")
+        st = steps.get(f"{method}/{k}", {}) if scale == 2 else {}
+        ratio = (f"{st['peak_bytes_ratio']:.2f} / {st['step_time_s_ratio']:.2f}"
+                 if st else ("1.00 / 1.00" if method == "e2e" and scale == 2 else "-"))
+        per = ", ".join(f"{r['final_test_psnr']:.2f}" for _, r in done) or "-"
+        out.append(f"| x{scale} | {method} | {k} | {len(done)}/{len(SEEDS)} | {_stat(psnr, 2)} "
+                   f"| {per} | {_stat(ssim, 4)} | {gap} | {ratio} |")
+    return out
+
+
+def memory_lines() -> List[str]:
+    if not MEMORY_JSON.is_file():
+        return ["(large-EDSR memory not measured yet: `benchmarks/bench_sr.py memory`)"]
+    data = json.loads(MEMORY_JSON.read_text())
+    env = data["env"]
+    lines = [f"### Memory of the paper's large EDSR (`{LARGE}_x2/3/4`) at DIV2K patch sizes", "",
+             f"One training step, batch {data['batch']} of {data['patch']}x{data['patch']} LR "
+             "patches, under the step meter: parameters + buffers, the largest block's "
+             "gradients (each block steps and drops its gradients after its backward), one "
+             "optimizer buffer per parameter, and the peak of saved activations. Machine: "
+             f"{env['machine']} CPU, torch {env['torch']}, {data['date']}; command "
+             f"`{data['command']}`.", "",
+             "| scale | method | K | activations MB | total MB | total x E2E | activations x E2E |",
+             "|---|---|---|---|---|---|---|"]
+    e2e = {r["scale"]: r for r in data["rows"] if r["method"] == "e2e"}
+    for r in data["rows"]:
+        base = e2e.get(r["scale"])
+        tot = r["param_bytes"] + r["grad_bytes"] + r["optim_bytes"] + r["activation_bytes"]
+        btot = (base["param_bytes"] + base["grad_bytes"] + base["optim_bytes"]
+                + base["activation_bytes"]) if base else None
+        lines.append(f"| x{r['scale']} | {r['method']} | {r['blocks']} | "
+                     f"{r['activation_bytes'] / MB:.0f} | {tot / MB:.0f} | "
+                     f"{tot / btot:.2f} | {r['activation_bytes'] / base['activation_bytes']:.2f} |"
+                     if base else f"| x{r['scale']} | {r['method']} | {r['blocks']} | "
+                     f"{r['activation_bytes'] / MB:.0f} | {tot / MB:.0f} | - | - |")
+    return lines
+
+
+def write_section() -> None:
+    from locallearn.measure.bench import environment
+
+    b, env = BUDGET, environment()
+    steps: dict = json.loads(STEPS_JSON.read_text())["rows"] if STEPS_JSON.is_file() else {}
+    best: Optional[Tuple[str, int]] = best_local()
+    lines = ["## Super-resolution on the photo set (issue 18)", "",
+             f"`{MODEL}_x{{2,3,4}}` (EDSR, 8 residual blocks, 32 features) on `sr-photos` "
+             "(14 training and 5 test photographs bundled in scikit-image / scikit-learn; "
+             "LR made by PIL bicubic downscaling): "
+             f"{b['epochs']} epochs of {PATCHES} random {b['image_size']}x{b['image_size']} LR "
+             f"patches with flips and rotations, batch {b['batch_size']}, {b['optimizer']} lr "
+             f"{b['lr']} (weight decay {b['weight_decay']}), cosine; L1 loss. PSNR / SSIM of "
+             "the final epoch per whole test image on the Y channel with a `scale`-pixel "
+             "border shaved, outputs quantised to 8 bits (EDSR's rule for benchmark sets), "
+             "averaged over the 5 images; mean +- std over seeds. Bicubic = PIL bicubic "
+             "upscaling of the same LR images, measured the same way. `greedy` heads are "
+             "the upsampler + output conv on the block's features (no bank); `slm` heads "
+             "are two fresh residual blocks and a fresh tail that adds the bank's LR "
+             "features (EDSR's global skip) before upsampling. Step memory (the step "
+             "meter's total) and step time: ratios to E2E at x2 measured in one process. "
+             f"Each run trains in one process on one CPU thread, two side by side; "
+             f"{env['machine']} CPU, torch {env['torch']}, table written "
+             f"{datetime.date.today()}.  ",
+             "Command: `.venv/bin/python benchmarks/bench_sr.py steps`, then `... train "
+             "--workers 2` (x3 / x4 train E2E and the best local x2 row"
+             + (f", here `{best[0]}` K={best[1]}" if best else ", once x2 is complete") + ").",
+             "", "| scale | method | K | seeds | PSNR dB | PSNR per seed | SSIM | vs E2E dB "
+             "| step memory / time x E2E |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += rows_for(2, ROWS_X2, steps)
+    if best is not None:
+        for scale in (3, 4):
+            lines += rows_for(scale, (("e2e", 1), best), steps)
+    lines += ["", *memory_lines(), ""]
+    atomic_write_text(RESULTS / "section_super_resolution.md", "\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'section_super_resolution.md'}")
