@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from locallearn.measure.bench import BenchSpec, environment, run_bench  # noqa: E402
-from reproduce import claim, note_segment, release  # noqa: E402
+from kept_runs import in_workers, train_kept  # noqa: E402
 
 MEMORY_JSON = RESULTS / "detection_memory_cpu.json"
 STEPS_JSON = RESULTS / "detection" / "steps.json"
@@ -125,29 +123,17 @@ def train_all(device: str) -> None:
     """Every (family, method, seed) not finished yet, seed-major so that a partial table
     has whole seeds."""
     from locallearn.config import TrainConfig
-    from locallearn.train import fit
 
     for seed in SEEDS:
         for family, model in FAMILIES.items():
             for method in METHODS:
                 out, kept = run_dirs(family, method, seed)
-                if (kept / "summary.json").is_file() or not claim(out):
+                if (kept / "summary.json").is_file():
                     continue
-                try:
-                    cfg = TrainConfig(model=model, method=method,
-                                      blocks=1 if method == "e2e" else 4,
-                                      split="equal" if method == "e2e" else "stages",
-                                      seed=seed, device=device, out=str(out), **BUDGET)
-                    print(f"== {family} {method} seed {seed} -> {out}", flush=True)
-                    note_segment(out, device)
-                    started = (out / "config.json").is_file()
-                    fit(cfg, resume=started, force=not started, progress=False)
-                    kept.mkdir(parents=True, exist_ok=True)
-                    for f in ("summary.json", "metrics.csv", "config.json", "segments.json"):
-                        if (out / f).is_file():
-                            shutil.copy2(out / f, kept / f)
-                finally:
-                    release(out)
+                cfg = TrainConfig(model=model, method=method, blocks=1 if method == "e2e" else 4,
+                                  split="equal" if method == "e2e" else "stages",
+                                  seed=seed, device=device, out=str(out), **BUDGET)
+                train_kept(cfg, kept, f"{family} {method} seed {seed}")
 
 
 def main(argv: List[str] | None = None) -> None:
@@ -162,20 +148,7 @@ def main(argv: List[str] | None = None) -> None:
     elif a.part == "steps":
         step_ratios(a.device)
     elif a.part == "train":
-        if a.workers > 1:
-            pids = []
-            for _ in range(a.workers):
-                pid = os.fork()
-                if pid == 0:
-                    torch.set_num_threads(1)
-                    train_all(a.device)
-                    os._exit(0)
-                pids.append(pid)
-                time.sleep(2)  # let each claim its first run in turn
-            for pid in pids:
-                os.waitpid(pid, 0)
-        else:
-            train_all(a.device)
+        in_workers(a.workers, lambda: train_all(a.device))
     from detection_table import write_section
 
     write_section()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -31,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from locallearn.measure.bench import BenchSpec, environment, run_bench  # noqa: E402
-from reproduce import claim, note_segment, release  # noqa: E402
+from kept_runs import in_workers, train_kept  # noqa: E402
 
 KEPT = RESULTS / "sr"
 STEPS_JSON = KEPT / "steps.json"
@@ -86,25 +84,11 @@ def queue() -> List[Tuple[int, str, int, int]]:
 
 def train_one(scale: int, method: str, k: int, seed: int, device: str) -> bool:
     from locallearn.config import TrainConfig
-    from locallearn.train import fit
 
     out, kept = run_dirs(scale, method, k, seed)
-    if (kept / "summary.json").is_file() or not claim(out):
-        return False
-    try:
-        cfg = TrainConfig(model=f"{MODEL}_x{scale}", dataset=dataset(scale), method=method,
-                          blocks=k, seed=seed, device=device, out=str(out), **BUDGET)
-        print(f"== x{scale} {method} K={k} seed {seed} -> {out}", flush=True)
-        note_segment(out, device)
-        started = (out / "config.json").is_file()
-        fit(cfg, resume=started, force=not started, progress=False)
-        kept.mkdir(parents=True, exist_ok=True)
-        for f in ("summary.json", "metrics.csv", "config.json", "segments.json"):
-            if (out / f).is_file():
-                shutil.copy2(out / f, kept / f)
-    finally:
-        release(out)
-    return True
+    cfg = TrainConfig(model=f"{MODEL}_x{scale}", dataset=dataset(scale), method=method,
+                      blocks=k, seed=seed, device=device, out=str(out), **BUDGET)
+    return train_kept(cfg, kept, f"x{scale} {method} K={k} seed {seed}")
 
 
 def _claimed(job: Tuple[int, str, int, int]) -> bool:
@@ -162,8 +146,8 @@ def large_memory(batch: int = 16, patch: int = 48) -> None:
             x = torch.rand(batch, 3, patch, patch, generator=g)
             y = net.task.example_target(batch, (patch, patch), 3, g)
             # each block's gradients dropped after its backward (its optimizer step)
-            mem = measure_step_memory(net, x, y,
-                                      after_block=lambda j: net.zero_grad(set_to_none=True))
+            drop = net.zero_grad
+            mem = measure_step_memory(net, x, y, after_block=lambda j: drop(set_to_none=True))
             data["rows"].append({"scale": scale, "method": method, "blocks": k,
                                  **mem.to_dict(), "seconds": round(time.time() - t0, 1)})
             data.update(env=environment(), date=time.strftime("%Y-%m-%d"), batch=batch,
@@ -171,7 +155,6 @@ def large_memory(batch: int = 16, patch: int = 48) -> None:
             KEPT.mkdir(parents=True, exist_ok=True)
             MEMORY_JSON.write_text(json.dumps(data, indent=1) + "\n")
             print(scale, method, k, mem.to_dict(), flush=True)
-            del net
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -185,19 +168,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     elif a.part == "memory":
         large_memory()
     elif a.part == "train":
-        pids = []
-        for _ in range(a.workers if a.workers > 1 else 0):
-            pid = os.fork()
-            if pid == 0:
-                torch.set_num_threads(1)
-                train_all(a.device)
-                os._exit(0)
-            pids.append(pid)
-            time.sleep(2)  # let each claim its first run in turn
-        if not pids:
-            train_all(a.device)
-        for pid in pids:
-            os.waitpid(pid, 0)
+        in_workers(a.workers, lambda: train_all(a.device))
     from sr_table import write_section
 
     write_section()

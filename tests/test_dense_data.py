@@ -40,6 +40,18 @@ def epoch(batches, start=0):
     return list(batches.iter_from(start))
 
 
+def assert_shards_concatenate(d, g, state, full, batch=4):
+    """Two ranks' slices of every batch, drawn from the same generator state, make up the
+    single-process batch (images and targets)."""
+    parts = []
+    for rank in range(2):
+        g.set_state(state)
+        parts.append(epoch(d.train_batches(batch, g, CPU, shard=(rank, 2))))
+    for i, (x, y) in enumerate(full):
+        assert torch.equal(torch.cat([parts[0][i][0], parts[1][i][0]]), x)
+        assert torch.equal(torch.cat([parts[0][i][1], parts[1][i][1]]), y)
+
+
 def test_batches_shapes_dtypes_and_normalisation():
     d = block_data()
     assert d.task == "segmentation" and d.num_classes == 5 and d.in_chans == 1 and d.image_size == (32, 32)
@@ -106,13 +118,7 @@ def test_deterministic_resumable_and_sharded():
     tail = epoch(d.train_batches(4, g, CPU), start=3)
     assert torch.equal(g.get_state(), after) and len(tail) == len(full) - 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
-    parts = []
-    for rank in range(2):
-        g.set_state(state)
-        parts.append(epoch(d.train_batches(4, g, CPU, shard=(rank, 2))))
-    for i, (x, y) in enumerate(full):
-        assert torch.equal(torch.cat([parts[0][i][0], parts[1][i][0]]), x)
-        assert torch.equal(torch.cat([parts[0][i][1], parts[1][i][1]]), y)
+    assert_shards_concatenate(d, g, state, full)
     g.set_state(after)
     assert not torch.equal(epoch(d.train_batches(4, g, CPU))[0][0], full[0][0])  # the next epoch differs
 

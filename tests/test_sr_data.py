@@ -11,6 +11,8 @@ from locallearn.data.sr_data import bicubic_upscale, downscale, mod_crop
 from locallearn.data.sr_sets import PHOTOS_TEST, PHOTOS_TRAIN
 from locallearn.errors import ConfigError
 
+from test_dense_data import assert_shards_concatenate
+
 CPU = torch.device("cpu")
 
 
@@ -60,13 +62,7 @@ def test_resume_is_exact_and_shards_concatenate():
     assert torch.equal(g.get_state(), after)  # a resumed pass draws what a full one does
     assert len(tail) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
                                   for a, b in zip(tail, full[6:]))
-    parts = []
-    for rank in range(2):
-        g.set_state(state)
-        parts.append(epoch(d.train_batches(4, g, CPU, shard=(rank, 2))))
-    for i, (x, y) in enumerate(full):
-        assert torch.equal(torch.cat([parts[0][i][0], parts[1][i][0]]), x)
-        assert torch.equal(torch.cat([parts[0][i][1], parts[1][i][1]]), y)
+    assert_shards_concatenate(d, g, state, full)
     g.set_state(state)
     assert not torch.equal(epoch(d.train_batches(4, g, CPU))[0][0], epoch(d.train_batches(4, g, CPU))[0][0])
     with pytest.raises(ConfigError, match="divide evenly over 3"):

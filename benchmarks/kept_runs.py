@@ -1,0 +1,60 @@
+"""Train one benchmark run under a claim and keep its small files (shared by the bench scripts).
+
+A run trains in runs/<bench>/<name> (checkpoints, not committed) and, once finished, its
+summary, metrics, config and segments are copied to benchmarks/results/<bench>/<name>
+(committed), which is what the tables read and what marks it done for a fresh clone."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from locallearn.config import TrainConfig
+from reproduce import claim, note_segment, release
+
+KEPT_FILES = ("summary.json", "metrics.csv", "config.json", "segments.json")
+
+
+def train_kept(cfg: TrainConfig, kept: Path, label: str) -> bool:
+    """Train ``cfg`` (resuming its checkpoint in ``cfg.out``) unless ``kept`` holds its
+    summary or another worker has claimed it; True if this process trained it."""
+    from locallearn.train import fit
+
+    out = Path(cfg.out)
+    if (kept / "summary.json").is_file() or not claim(out):
+        return False
+    try:
+        print(f"== {label} -> {out}", flush=True)
+        note_segment(out, cfg.device)
+        started = (out / "config.json").is_file()
+        fit(cfg, resume=started, force=not started, progress=False)
+        kept.mkdir(parents=True, exist_ok=True)
+        for f in KEPT_FILES:
+            if (out / f).is_file():
+                shutil.copy2(out / f, kept / f)
+    finally:
+        release(out)
+    return True
+
+
+def in_workers(n: int, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``n`` forked processes of one CPU thread each (they share the run list
+    through claims), or here when ``n`` <= 1; returns when all are done."""
+    if n <= 1:
+        work()
+        return
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)
+            work()
+            os._exit(0)
+        pids.append(pid)
+        time.sleep(2)  # let each claim its first run in turn
+    for pid in pids:
+        os.waitpid(pid, 0)
