@@ -10,6 +10,7 @@ from typing import NoReturn, Optional, Sequence
 from .config import TrainConfig
 from .errors import ConfigError
 
+from .cli_analyze import add_analyze, cmd_analyze, cmd_compare
 from .cli_train import (PROG, _add_train, _ignored_on_resume, _int_list,  # noqa: F401
                         config_from_args, parse_head_opts)
 
@@ -297,11 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download Fashion-MNIST if it is not installed (no network otherwise)")
     p.add_argument("--no-progress", action="store_true")
+    add_analyze(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "list": cmd_list,
-            "demo": cmd_demo, "bench": cmd_bench}
+            "demo": cmd_demo, "bench": cmd_bench, "analyze": cmd_analyze, "compare": cmd_compare}
 
 
 def _terminate(signum: int, frame: object) -> None:
