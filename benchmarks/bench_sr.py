@@ -4,6 +4,7 @@ step memory / time ratios, and the memory of the paper's large EDSR at DIV2K pat
     python benchmarks/bench_sr.py steps               # edsr_tiny step ratios to E2E (one process)
     python benchmarks/bench_sr.py train --workers 2   # the PSNR runs (resumable, claimable)
     python benchmarks/bench_sr.py memory              # large EDSR x2/x3/x4, 16 x 48x48 patches
+    python benchmarks/bench_sr.py heads               # per-block head PSNR of finished runs
     python benchmarks/bench_sr.py table               # rewrite results/section_super_resolution.md
 
 ``train`` runs x2 first (every row, every seed), then x3 and x4 for E2E and the local row
@@ -88,7 +89,29 @@ def train_one(scale: int, method: str, k: int, seed: int, device: str) -> bool:
     out, kept = run_dirs(scale, method, k, seed)
     cfg = TrainConfig(model=f"{MODEL}_x{scale}", dataset=dataset(scale), method=method,
                       blocks=k, seed=seed, device=device, out=str(out), **BUDGET)
-    return train_kept(cfg, kept, f"x{scale} {method} K={k} seed {seed}")
+    done = train_kept(cfg, kept, f"x{scale} {method} K={k} seed {seed}")
+    if done:
+        head_scores(scale, method, k, seed)
+    return done
+
+
+def head_scores(scale: int, method: str, k: int, seed: int) -> Optional[List[dict]]:
+    """Each block's own predictor's test PSNR / SSIM (the last: the network's), kept as
+    heads.json beside the run's summary; computed from its checkpoint once."""
+    from locallearn.evaluate import evaluate_heads
+    from locallearn.train import load_run
+
+    out, kept = run_dirs(scale, method, k, seed)
+    path = kept / "heads.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if not (kept / "summary.json").is_file() or not (out / "checkpoint.pt").is_file():
+        return None
+    cfg, net, data = load_run(out)
+    psnr = evaluate_heads(net, data.test_batches(1, torch.device("cpu")), torch.device("cpu"))
+    rows = [{"block": j, "units": list(net.ranges[j]), "psnr": v} for j, v in enumerate(psnr)]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
 
 
 def _claimed(job: Tuple[int, str, int, int]) -> bool:
@@ -159,7 +182,7 @@ def large_memory(batch: int = 16, patch: int = 48) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("steps", "train", "memory", "table"))
+    p.add_argument("part", choices=("steps", "train", "memory", "heads", "table"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
@@ -167,6 +190,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         step_ratios(a.device)
     elif a.part == "memory":
         large_memory()
+    elif a.part == "heads":  # per-block PSNR of finished runs that lack it
+        for job in queue():
+            head_scores(*job)
     elif a.part == "train":
         in_workers(a.workers, lambda: train_all(a.device))
     from sr_table import write_section

@@ -8,8 +8,8 @@ import json
 import statistics
 from typing import Dict, List, Optional, Tuple
 
-from bench_sr import (BUDGET, LARGE, MEMORY_JSON, MODEL, PATCHES, RESULTS, ROWS_X2, SEEDS,
-                      STEPS_JSON, best_local, dataset, kept_summary)
+from bench_sr import (BUDGET, LARGE, MEMORY_JSON, MODEL, PATCHES, RESULTS, ROWS_X2,
+                      SEEDS, STEPS_JSON, best_local, dataset, kept_summary, run_dirs)
 from locallearn.checkpoint import atomic_write_text
 
 MB = 2.0 ** 20
@@ -33,9 +33,22 @@ def bicubic(scale: int) -> Dict[str, float]:
     return bicubic_scores(data, get_task("super_resolution").for_data(data))
 
 
+def heads_text(scale: int, method: str, k: int) -> str:
+    """Each block's own predictor's PSNR, mean over the seeds that have heads.json."""
+    per_seed = []
+    for s in SEEDS:
+        path = run_dirs(scale, method, k, s)[1] / "heads.json"
+        if path.is_file():
+            per_seed.append([r["psnr"] for r in json.loads(path.read_text())])
+    if not per_seed or k == 1:
+        return "-"
+    return " / ".join(f"{statistics.fmean(col):.2f}" for col in zip(*per_seed))
+
+
 def rows_for(scale: int, rows: Tuple[Tuple[str, int], ...], steps: dict) -> List[str]:
     base = bicubic(scale)
-    out = [f"| x{scale} | bicubic | - | - | {base['psnr']:.2f} | - | {base['ssim']:.4f} | - | - |"]
+    out = [f"| x{scale} | bicubic | - | - | {base['psnr']:.2f} | - | {base['ssim']:.4f} | - | - "
+           "| - |"]
     e2e = [r["final_test_psnr"] for r in (kept_summary(scale, "e2e", 1, s) for s in SEEDS) if r]
     for method, k in rows:
         runs = [(s, kept_summary(scale, method, k, s)) for s in SEEDS]
@@ -49,7 +62,8 @@ def rows_for(scale: int, rows: Tuple[Tuple[str, int], ...], steps: dict) -> List
                  if st else ("1.00 / 1.00" if method == "e2e" and scale == 2 else "-"))
         per = ", ".join(f"{r['final_test_psnr']:.2f}" for _, r in done) or "-"
         out.append(f"| x{scale} | {method} | {k} | {len(done)}/{len(SEEDS)} | {_stat(psnr, 2)} "
-                   f"| {per} | {_stat(ssim, 4)} | {gap} | {ratio} |")
+                   f"| {per} | {_stat(ssim, 4)} | {gap} | {heads_text(scale, method, k)} "
+                   f"| {ratio} |")
     return out
 
 
@@ -108,8 +122,11 @@ def write_section() -> None:
              "Command: `.venv/bin/python benchmarks/bench_sr.py steps`, then `... train "
              "--workers 2` (x3 / x4 train E2E and the best local x2 row"
              + (f", here `{best[0]}` K={best[1]}" if best else ", once x2 is complete") + ").",
+             "`heads` = the PSNR of each block's own predictor (the last is the network), mean "
+             "over seeds (`bench_sr.py heads`).",
              "", "| scale | method | K | seeds | PSNR dB | PSNR per seed | SSIM | vs E2E dB "
-             "| step memory / time x E2E |", "|---|---|---|---|---|---|---|---|---|"]
+             "| heads PSNR dB per block | step memory / time x E2E |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += rows_for(2, ROWS_X2, steps)
     if best is not None:
         for scale in (3, 4):
