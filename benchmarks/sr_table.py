@@ -131,6 +131,10 @@ def write_section() -> None:
     if best is not None:
         for scale in (3, 4):
             lines += rows_for(scale, (("e2e", 1), best), steps)
+    if (RESULTS / "sr_crops_x2.png").is_file():
+        lines += ["", "Crops of seed 0's x2 runs (`locallearn eval --run runs/sr/x2_slm_manpp_k4_s0 "
+                  "--crops benchmarks/results/sr_crops_x2.png --vs runs/sr/x2_greedy_k4_s0 --vs "
+                  "runs/sr/x2_e2e_k1_s0`):", "", "![x2 crops](results/sr_crops_x2.png)"]
     lines += ["", *memory_lines(), ""]
     atomic_write_text(RESULTS / "section_super_resolution.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'section_super_resolution.md'}")
