@@ -35,15 +35,7 @@ def plot_runs(runs: Dict[str, Sequence[Dict[str, float]]], path: Path, title: st
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    from .checkpoint import atomic_write
-
-    try:  # temp file + rename: a kill never leaves half a PNG
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def plot_demo(curves: Dict[str, Sequence[Tuple[int, float]]],
@@ -141,12 +133,17 @@ def plot_demo(curves: Dict[str, Sequence[Tuple[int, float]]],
     ax_heads.legend(fontsize=8, loc="upper left")
     for ax in (ax_acc, ax_mem, ax_heads):
         ax.grid(alpha=0.3, axis="both" if ax is ax_acc else "y")
+    save_figure(fig, path, title)
+
+
+def save_figure(fig: "plt.Figure", path: Path, title: str = "", dpi: int = 110) -> None:
+    """Lay out ``fig`` (with ``title`` above), write it as a PNG and close it."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     from .checkpoint import atomic_write
 
     try:  # temp file + rename: a kill never leaves half a PNG
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     finally:
         plt.close(fig)

@@ -79,10 +79,7 @@ def write_crops(path: Path, data: Any, runs: Sequence[Tuple[str, LocalNet]], dev
     ups = bicubic_images(data)[:n]
     outs = [super_resolve(net, data, device)[:n] for _, net in runs]
     names = list(getattr(data, "test_names", [f"image {i}" for i in range(n)]))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save_figure
 
     cols = ["bicubic", *[label for label, _ in runs], "HR"]
     fig, axes = plt.subplots(n, len(cols), figsize=(2.3 * len(cols), 2.5 * n), squeeze=False)
@@ -103,14 +100,6 @@ def write_crops(path: Path, data: Any, runs: Sequence[Tuple[str, LocalNet]], dev
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(f"{names[r]}\n({left},{top}) {side}px", fontsize=8)
-    fig.suptitle(f"x{data.scale} on {data.name}: crops where bicubic errs most "
-                 f"(PSNR of the whole image, {'Y channel' if rule == 'y' else 'RGB'})",
-                 fontsize=9)
-    fig.tight_layout()
-    from .checkpoint import atomic_write
-
-    try:
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, Path(path), f"x{data.scale} on {data.name}: crops where bicubic errs most "
+                f"(PSNR of the whole image, {'Y channel' if rule == 'y' else 'RGB'})", dpi=120)
     return Path(path)
