@@ -30,9 +30,7 @@ def _float(img: torch.Tensor) -> torch.Tensor:
 
 def bicubic_images(data: Any) -> List[torch.Tensor]:
     """Each test image's low-resolution version upscaled by bicubic interpolation, [1, C, H, W]."""
-    from .data.sr_data import bicubic_upscale
-
-    return [_float(bicubic_upscale(lr, data.scale)) for lr in data.test_lr]
+    return [_float(data.bicubic(lr)) for lr in data.test_lr]
 
 
 def bicubic_scores(data: Any, task: Task) -> Dict[str, float]:

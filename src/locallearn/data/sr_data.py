@@ -26,10 +26,12 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
+from ..tasks.sr_metrics import RULES, border
 from .folder import sample_seed
 from .loader import EpochBatches
 
-EVAL_RULES = ("y", "rgb")  # y: PSNR/SSIM on Y with a `scale` border; rgb: RGB with `scale + 6`
+# the task's rules (y: PSNR/SSIM on Y with a `scale` border; rgb: RGB with `scale + 6`)
+EVAL_RULES = RULES
 
 
 def _to_pil(x: torch.Tensor) -> Image.Image:
@@ -163,7 +165,7 @@ class SRData:
     @property
     def border(self) -> int:
         """Pixels shaved off each HR side before PSNR/SSIM: ``scale`` (Y rule), ``scale + 6`` (RGB rule)."""
-        return self.scale if self.eval_rule == "y" else self.scale + 6
+        return border(self.eval_rule, self.scale)
 
     def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
         """The bicubic baseline of one uint8 LR image [3, h, w] at this set's scale."""
