@@ -82,7 +82,7 @@ def _series(analysis: dict, key: str) -> List[Optional[float]]:
 def write_section() -> None:
     """Two figures (CKA vs E2E per block; probe accuracy per block) and the section."""
     from locallearn.checkpoint import atomic_write_text
-    from locallearn.plots import plt
+    from locallearn.plots import plt, save_figure
 
     data = {m: json.loads((KEPT / name(m) / "analysis.json").read_text())
             for m in METHODS if (KEPT / name(m) / "analysis.json").is_file()}
@@ -101,9 +101,7 @@ def write_section() -> None:
         ax.set(xlabel="block (ResNet-32, K=16)", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(RESULTS / fname, dpi=110)
-        plt.close(fig)
+        save_figure(fig, RESULTS / fname)
     from locallearn.measure.bench import environment
 
     b = BUDGETS["short"]
