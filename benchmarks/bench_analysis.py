@@ -4,6 +4,7 @@ ResNet-32 K=16 on Fashion-MNIST, the reproduction's short budget (seed 0).
     python benchmarks/bench_analysis.py train --workers 2   # the 7 runs (resumable, claimable)
     python benchmarks/bench_analysis.py analyze             # locallearn analyze each vs E2E
     python benchmarks/bench_analysis.py table               # figures + section_analysis.md
+    bash benchmarks/gpu_bench.sh OUT analysis  # the train runs on one CUDA GPU in one sitting
 
 The runs train in runs/analysis/ (with their checkpoints: analyze needs the weights; the
 reproduction keeps only metrics); each run's analysis.json is copied to

@@ -6,6 +6,7 @@ step memory / time ratios, and the memory of the paper's large EDSR at DIV2K pat
     python benchmarks/bench_sr.py memory              # large EDSR x2/x3/x4, 16 x 48x48 patches
     python benchmarks/bench_sr.py heads               # per-block head PSNR of finished runs
     python benchmarks/bench_sr.py table               # rewrite results/section_super_resolution.md
+    bash benchmarks/gpu_bench.sh OUT sr  # the train runs on one CUDA GPU in one sitting
 
 ``train`` runs x2 first (every row, every seed), then x3 and x4 for E2E and the local row
 with the best mean x2 PSNR. Finished runs are kept in results/sr/ (committed) and skipped;

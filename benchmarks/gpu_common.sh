@@ -18,3 +18,48 @@ gpu_preamble() {
 torchvision.__version__, torch.cuda.get_device_name(), torch.cuda.is_available())"
       echo "CPU cores: $(nproc)"; } 2>&1 | tee "$log"
 }
+
+# Start CUDA MPS (several trainers share the GPU at once) when the machine allows it,
+# checked with a tiny CUDA call; returns 1 (and leaves MPS off) otherwise.
+gpu_mps_on() {
+    command -v nvidia-cuda-mps-control >/dev/null || return 1
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d 2>>"$log" && timeout 60 python3 -c \
+        "import torch; x = torch.ones(4, device='cuda'); assert float(x.sum()) == 4" 2>>"$log"; then
+        return 0
+    fi
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    return 1
+}
+
+gpu_mps_off() {
+    if command -v nvidia-cuda-mps-control >/dev/null && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
+        echo quit | nvidia-cuda-mps-control 2>/dev/null
+    fi
+}
+
+# Wait until STOP_AT seconds after t0 or until every process group PGID has ended, then
+# SIGTERM the groups (a trainer checkpoints after its current step and exits), give them
+# 20 s, and SIGKILL what is left.
+#   gpu_stop_pools STOP_AT PGID [PGID ...]
+gpu_stop_pools() {
+    local stop_at=$1; shift
+    local pg alive
+    while (( SECONDS - t0 < stop_at )); do
+        alive=0
+        for pg in "$@"; do kill -0 "$pg" 2>/dev/null && alive=1; done
+        (( alive )) || return 0
+        sleep 5
+    done
+    echo "== [$((SECONDS - t0)) s] stopping the trainers" | tee -a "$log"
+    for pg in "$@"; do kill -TERM -- -"$pg" 2>/dev/null; done
+    for _ in $(seq 20); do
+        alive=0
+        for pg in "$@"; do kill -0 "$pg" 2>/dev/null && alive=1; done
+        (( alive )) || return 0
+        sleep 1
+    done
+    for pg in "$@"; do kill -KILL -- -"$pg" 2>/dev/null; done
+}

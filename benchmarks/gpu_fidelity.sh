@@ -39,18 +39,11 @@ PY
 )
 workers_b=$(( missing < 2 ? missing : 2 ))
 workers_a=$(( workers < 4 ? workers : 4 ))
-if command -v nvidia-cuda-mps-control >/dev/null; then
-    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-    if nvidia-cuda-mps-control -d 2>>"$log" && timeout 60 python3 -c \
-        "import torch; x = torch.ones(4, device='cuda'); assert float(x.sum()) == 4" 2>>"$log"; then
-        workers_a=$(( workers - workers_b ))
-        say "MPS on"
-    else
-        echo quit | nvidia-cuda-mps-control 2>/dev/null
-        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-        say "MPS unavailable: time-sliced trainers"
-    fi
+if gpu_mps_on; then
+    workers_a=$(( workers - workers_b ))
+    say "MPS on"
+elif command -v nvidia-cuda-mps-control >/dev/null; then
+    say "MPS unavailable: time-sliced trainers"
 fi
 
 say "pool A: $plan, $workers_a trainers; pool B: short (slm), $workers_b trainers"
@@ -63,19 +56,9 @@ if (( workers_b > 0 )); then
         --seeds 1,2 >"$out/short.log" 2>&1 &
     pool_b=$!
 fi
-stop_at=$((budget - 50))
-alive() { kill -0 $pool_a 2>/dev/null || { (( pool_b > 0 )) && kill -0 $pool_b 2>/dev/null; }; }
-while (( SECONDS - t0 < stop_at )) && alive; do
-    sleep 5
-done
-say "stopping the trainers"
 pools="$pool_a$( (( pool_b > 0 )) && echo " $pool_b")"
-for pg in $pools; do kill -TERM -- -"$pg" 2>/dev/null; done
-for _ in $(seq 20); do
-    alive || break
-    sleep 1
-done
-for pg in $pools; do kill -KILL -- -"$pg" 2>/dev/null; done
+# shellcheck disable=SC2086
+gpu_stop_pools $((budget - 50)) $pools
 kill $smi 2>/dev/null
 grep -h "^==\|Error\|error" "$out"/*.log | tail -40 | tee -a "$log"
 # the tables from what finished (the trainers may have been stopped mid-rewrite)
@@ -89,8 +72,6 @@ tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' \
     benchmarks/results/layerwise_"$plan".png benchmarks/results/layerwise_short.png \
     runs/reproduce/*/*/metrics.csv runs/reproduce/*/*/config.json \
     runs/reproduce/*/*/segments.json 2>>"$log"
-if command -v nvidia-cuda-mps-control >/dev/null && [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
-    echo quit | nvidia-cuda-mps-control 2>/dev/null
-fi
+gpu_mps_off
 ls -la "$out" | tee -a "$log"
 say "end"
