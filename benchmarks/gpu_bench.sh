@@ -25,10 +25,7 @@ case "$bench" in
 esac
 source "$(dirname "$0")/gpu_common.sh"
 gpu_preamble gpu_bench.sh
-say() { echo "== [$((SECONDS - t0)) s] $*" | tee -a "$log"; }
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
-    >"$out/gpu_util.csv" 2>/dev/null &
-smi=$!
+gpu_util_log
 if gpu_mps_on; then
     workers=${4:-6}
     say "MPS on"
@@ -47,7 +44,7 @@ if [ "$bench" = analysis ] && (( budget - (SECONDS - t0) > 90 )); then
         --device cuda >"$out/analyze.log" 2>&1
 fi
 python3 "benchmarks/bench_$bench.py" table >>"$log" 2>&1
-kill $smi 2>/dev/null
+gpu_util_stop
 gpu_mps_off
 tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' benchmarks/results \
     2>>"$log"

@@ -1,4 +1,4 @@
-# Sourced by the GPU sitting scripts (gpu_checks.sh, gpu_fidelity.sh): go to the
+# Sourced by the GPU sitting scripts (gpu_checks.sh, gpu_fidelity.sh, gpu_bench.sh): go to the
 # repository root, refuse a machine whose python3 sees no CUDA GPU (exit 2), make OUT,
 # set the environment, and log what the machine is. Expects $out set; sets t0 and log.
 #   gpu_preamble SCRIPT_NAME
@@ -53,7 +53,7 @@ gpu_stop_pools() {
         (( alive )) || return 0
         sleep 5
     done
-    echo "== [$((SECONDS - t0)) s] stopping the trainers" | tee -a "$log"
+    say "stopping the trainers"
     for pg in "$@"; do kill -TERM -- -"$pg" 2>/dev/null; done
     for _ in $(seq 20); do
         alive=0
@@ -63,3 +63,14 @@ gpu_stop_pools() {
     done
     for pg in "$@"; do kill -KILL -- -"$pg" 2>/dev/null; done
 }
+
+say() { echo "== [$((SECONDS - t0)) s] $*" | tee -a "$log"; }
+
+# The GPU's utilisation and memory every 10 s into OUT/gpu_util.csv, until gpu_util_stop.
+gpu_util_log() {
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
+        >"$out/gpu_util.csv" 2>/dev/null &
+    smi=$!
+}
+
+gpu_util_stop() { kill "${smi:-0}" 2>/dev/null; }

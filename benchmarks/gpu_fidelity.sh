@@ -25,10 +25,7 @@ workers=${3:-6}
 plan=${4:-plateau}
 source "$(dirname "$0")/gpu_common.sh"
 gpu_preamble gpu_fidelity.sh
-say() { echo "== [$((SECONDS - t0)) s] $*" | tee -a "$log"; }
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
-    >"$out/gpu_util.csv" 2>/dev/null &
-smi=$!
+gpu_util_log
 
 # pool B only while the short budget's slm seeds are missing (one trainer each)
 missing=$(python3 - <<'PY'
@@ -59,7 +56,7 @@ fi
 pools="$pool_a$( (( pool_b > 0 )) && echo " $pool_b")"
 # shellcheck disable=SC2086
 gpu_stop_pools $((budget - 50)) $pools
-kill $smi 2>/dev/null
+gpu_util_stop
 grep -h "^==\|Error\|error" "$out"/*.log | tail -40 | tee -a "$log"
 # the tables from what finished (the trainers may have been stopped mid-rewrite)
 python3 benchmarks/reproduce.py --budget "$plan" --table-only >>"$log" 2>&1
