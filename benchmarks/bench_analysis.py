@@ -67,7 +67,8 @@ def analyze_all(device: str) -> None:
         analyze_run(run, against=RUNS / "e2e", device=device, samples=SAMPLES, images=6,
                     progress=False)
         kept.mkdir(parents=True, exist_ok=True)
-        for f in ("analysis.json", "probes.png", "cka.png", "gradcam.png", "summary.json"):
+        for f in ("analysis.json", "probes.png", "cka.png", "gradcam.png", "summary.json",
+                  "metrics.csv"):
             shutil.copy2(run / f, kept / f)
 
 
@@ -103,7 +104,11 @@ def write_section() -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         save_figure(fig, RESULTS / fname)
+    from locallearn.analysis import compare_runs
     from locallearn.measure.bench import environment
+
+    # `locallearn compare` over the kept runs: results/analysis/compare.png and .md
+    compare_runs([KEPT / name(m) for m in data], KEPT, force=True)
 
     b = BUDGETS["short"]
     env = environment()
@@ -118,6 +123,9 @@ def write_section() -> None:
               + f", {env['machine']} CPU, torch {env['torch']}.", "",
               "![CKA with E2E](results/analysis_cka.png) "
               "![probes](results/analysis_probes.png)", "",
+              "All seven side by side (`locallearn compare benchmarks/results/analysis/*/ "
+              "--out benchmarks/results/analysis --force`):", "",
+              "![compare](results/analysis/compare.png)", "",
               "| method | final test acc % | mean CKA with E2E | CKA at block 0 / 7 / 14 "
               "| mean probe acc % |", "|---|---|---|---|---|"]
     for m, a in data.items():
