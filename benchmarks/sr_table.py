@@ -67,6 +67,11 @@ def rows_for(scale: int, rows: Tuple[Tuple[str, int], ...], steps: dict) -> List
     return out
 
 
+#: the side-by-side crops in the section: (scale, run, the runs beside it), seed 0
+CROPS = ((2, "x2_slm_manpp_k4_s0", ("x2_greedy_k4_s0", "x2_e2e_k1_s0")),
+         (4, "x4_slm_k2_s0", ("x4_e2e_k1_s0",)))
+
+
 def memory_lines() -> List[str]:
     if not MEMORY_JSON.is_file():
         return ["(large-EDSR memory not measured yet: `benchmarks/bench_sr.py memory`)"]
@@ -161,10 +166,13 @@ def write_section() -> None:
         for scale in (3, 4):
             lines += rows_for(scale, (("e2e", 1), best), steps)
     lines += ["", *verdict()]
-    if (RESULTS / "sr_crops_x2.png").is_file():
-        lines += ["", "Crops of seed 0's x2 runs (`locallearn eval --run runs/sr/x2_slm_manpp_k4_s0 "
-                  "--crops benchmarks/results/sr_crops_x2.png --vs runs/sr/x2_greedy_k4_s0 --vs "
-                  "runs/sr/x2_e2e_k1_s0`):", "", "![x2 crops](results/sr_crops_x2.png)"]
+    for scale, run, vs in CROPS:
+        png = f"sr_crops_x{scale}.png"
+        if (RESULTS / png).is_file():
+            flags = " ".join(f"--vs runs/sr/{v}" for v in vs)
+            lines += ["", f"Crops of seed 0's x{scale} runs (`locallearn eval --run runs/sr/{run} "
+                      f"--crops benchmarks/results/{png} {flags}`):", "",
+                      f"![x{scale} crops](results/{png})"]
     lines += ["", *memory_lines(), ""]
     atomic_write_text(RESULTS / "section_super_resolution.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'section_super_resolution.md'}")

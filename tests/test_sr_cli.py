@@ -40,7 +40,9 @@ def test_train_eval_crops_and_export(folder, tmp_path, capsys):
     assert list(rows[0])[:4] == ["epoch", "train_loss", "test_psnr", "test_ssim"]
     assert len(rows) == 2 and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert json.loads((local / "summary.json").read_text())["task"] == "super_resolution"
-    assert _train(folder, e2e, "e2e", 1) == 0
+    # trained with other training options (patches, LR patch size): same test set, comparable
+    assert _train(folder, e2e, "e2e", 1, ("--dataset", "sr-folder:patches=16",
+                                         "--image-size", "12")) == 0
     capsys.readouterr()
     png = tmp_path / "crops.png"
     assert main(["eval", "--run", str(local), "--crops", str(png), "--vs", str(e2e),
@@ -48,6 +50,14 @@ def test_train_eval_crops_and_export(folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "psnr" in out and " dB" in out and "bicubic upscaling" in out and "wrote" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a run evaluated on fewer test images is another test set: refused in one line
+    fewer = tmp_path / "fewer"
+    assert _train(folder, fewer, "e2e", 1, ("--epochs", "1", "--limit-test", "1")) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(local), "--crops", str(tmp_path / "c2.png"), "--vs",
+                 str(fewer), "--device", "cpu"]) == 2
+    assert "one test set and scale" in capsys.readouterr().err
+    assert not (tmp_path / "c2.png").exists()
     # never overwritten silently
     assert main(["eval", "--run", str(local), "--crops", str(png), "--device", "cpu"]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence, Tuple
 
 from .config import TrainConfig
 from .errors import ConfigError
@@ -104,6 +104,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _test_set(cfg: TrainConfig) -> Tuple[str, Optional[int]]:
+    """What a run is evaluated on: the dataset's name (its options only shape training) and
+    how many test images it keeps."""
+    return cfg.dataset.split(":", 1)[0], cfg.limit_test
+
+
 def _sr_extras(a: argparse.Namespace, cfg: TrainConfig, net: "object", data: "object",
                device: "object") -> None:
     """Super-resolution: the bicubic baseline's scores, and with --crops the side-by-side PNG."""
@@ -118,11 +124,12 @@ def _sr_extras(a: argparse.Namespace, cfg: TrainConfig, net: "object", data: "ob
     runs = [(f"{net.spec} K={net.k}", net)]  # type: ignore[attr-defined]
     for other in a.vs or []:
         ocfg, onet, _ = load_run(Path(other), device=a.device, data_dir=a.data_dir)
-        if (ocfg.dataset, ocfg.image_size) != (cfg.dataset, cfg.image_size) or \
+        # one test set and scale; training options (patches=, the LR patch size) may differ
+        if _test_set(ocfg) != _test_set(cfg) or \
                 getattr(onet.model, "scale", None) != getattr(net.model, "scale", None):  # type: ignore[attr-defined]
             raise ConfigError(f"--vs {other} was trained on {ocfg.dataset} with "
                               f"{ocfg.model}; {a.run} on {cfg.dataset} with {cfg.model}: "
-                              "crops compare runs of one dataset and scale")
+                              "crops compare runs of one test set and scale")
         runs.append((f"{onet.spec} K={onet.k}", onet))
     path = write_crops(Path(a.crops), data, runs, device)  # type: ignore[arg-type]
     print(f"wrote {path}")
