@@ -165,6 +165,11 @@ def write_section() -> None:
             lines.append(f"- `{bridged}` vs `{base}`: closer at {wins} / {n} blocks"
                          f" ({'shown at every depth' if wins == n else 'not at every depth'}); "
                          f"its linear probe is higher at {pwins} / {pn} blocks.")
+    means = {m: statistics.fmean(c for c in _series(a, "cka") if c is not None)
+             for m, a in data.items() if m != "e2e" and any(_series(a, "cka"))}
+    if means:  # Fig. 6 also ranks the methods: MAN++ closest, InfoPro drifting
+        lines += ["", "Mean CKA with E2E over the blocks, highest first: " + ", ".join(
+            f"`{m}` {v:.3f}" for m, v in sorted(means.items(), key=lambda kv: -kv[1])) + "."]
     atomic_write_text(RESULTS / "section_analysis.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'section_analysis.md'}")
 
