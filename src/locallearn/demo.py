@@ -39,7 +39,7 @@ from .local_net import LocalNet
 from .measure import measure_step_memory
 from .plots import plot_demo
 from .run_dir import CHECKPOINT, CONFIG
-from .train import build_net, fit, load_net_state
+from .train import build_net, fit, restore_net
 
 MB = 2.0 ** 20
 #: test-accuracy points per epoch on the step curve (the last one is fit's own evaluation;
@@ -267,13 +267,11 @@ def _net_from_checkpoint(run: Path, data: ImageData,
                          device: torch.device) -> Tuple[LocalNet, int]:
     """The run's net as its checkpoint holds it, and the step it was saved at."""
     cfg = TrainConfig.load(run / CONFIG)  # the resolved objective fit saved
-    state = load_checkpoint(run / CHECKPOINT)
-    net = build_net(cfg, data)
-    load_net_state(net, state, cfg, run / CHECKPOINT)
+    net, step = restore_net(run, cfg, data)
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    return net, int(state["step"])
+    return net, step
 
 
 def _checkpoint_step(run: Path) -> int:

@@ -353,10 +353,17 @@ def load_run(run_dir: Path, device: str = "cpu",
     cfg = TrainConfig.load(run_dir / "config.json")
     if data_dir is not None:
         cfg.data_dir = data_dir
-    state = load_checkpoint(run_dir / CHECKPOINT)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, download=cfg.download,
                         image_size=cfg.image_size, seed=cfg.seed)
+    net, _ = restore_net(run_dir, cfg, data)
+    return cfg, net.to(resolve_device(device)), data
+
+
+def restore_net(run_dir: Path, cfg: TrainConfig, data: ImageData) -> Tuple[LocalNet, int]:
+    """A run's LocalNet (on CPU) as its ``checkpoint.pt`` holds it, and the step it was
+    saved at; ``cfg`` is the run's saved config, ``data`` its dataset."""
+    state = load_checkpoint(run_dir / CHECKPOINT)
     net = build_net(cfg, data)
     load_net_state(net, state, cfg, run_dir / CHECKPOINT)
-    return cfg, net.to(resolve_device(device)), data
+    return net, int(state["step"])

@@ -30,8 +30,6 @@ from ..tasks.sr_metrics import RULES, border
 from .folder import sample_seed
 from .loader import EpochBatches
 
-# the task's rules (y: PSNR/SSIM on Y with a `scale` border; rgb: RGB with `scale + 6`)
-EVAL_RULES = RULES
 
 
 def _to_pil(x: torch.Tensor) -> Image.Image:
@@ -113,8 +111,8 @@ class SRData:
         self.scale = _int_at_least(self.scale, 2, f"{where}: scale")
         self.patch = _int_at_least(self.patch, 1, f"{where}: patch")
         self.patches = _int_at_least(self.patches, 1, f"{where}: patches per epoch")
-        if self.eval_rule not in EVAL_RULES:
-            raise ConfigError(f"{where}: eval_rule {self.eval_rule!r} is not one of {', '.join(EVAL_RULES)}")
+        if self.eval_rule not in RULES:  # the task's (tasks.sr_metrics)
+            raise ConfigError(f"{where}: eval_rule {self.eval_rule!r} is not one of {', '.join(RULES)}")
         self.train_names = self._split("training", self.train_hr, self.train_lr, self.train_names)
         self.test_names = self._split("test", self.test_hr, self.test_lr, self.test_names)
         self.train_hr, self.train_lr = list(self.train_hr), list(self.train_lr)
