@@ -1,7 +1,11 @@
 """DetData / DetBatches (data/det_data.py) and the detection sets of load_dataset (data/det_sets.py)."""
 import json
+import multiprocessing
+import os
 import re
 import shutil
+import signal
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -298,3 +302,21 @@ def test_fmnist_scenes_det(tmp_path):
             assert torch.equal(t["boxes"], b) and torch.equal(t["labels"], lab)
     other = load_dataset("fmnist-scenes-det:seed=2", limit_train=16, limit_test=8, image_size=64)
     assert other.name == "fmnist-scenes-det:seed=2" and not torch.equal(other.train_x, d.train_x)
+
+
+def test_loader_workers_ignore_sigterm_sent_to_the_group():
+    """``kill -TERM -- -PGID`` also reaches the loader workers: they must live on, so the
+    trainer can finish its step and checkpoint instead of dying with 'worker killed'."""
+    d0, d2 = det_data(n=64, workers=2), det_data(n=64, workers=2)
+    full = list(d0.train_batches(4, torch.Generator().manual_seed(3), CPU).iter_from(0))
+    it = d2.train_batches(4, torch.Generator().manual_seed(3), CPU).iter_from(0)
+    got = [next(it)]
+    workers = multiprocessing.active_children()
+    assert len(workers) == 2
+    for w in workers:
+        os.kill(w.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert all(w.is_alive() for w in workers)
+    got += list(it)  # without the fix: RuntimeError "DataLoader worker ... killed by signal"
+    assert len(got) == 16
+    _same(full, got)

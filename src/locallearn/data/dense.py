@@ -24,13 +24,13 @@ import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
 from .base import HeldImages
-from .folder import sample_seed
+from .folder import epoch_loader, sample_seed
 from .loader import EpochBatches, norm_stats
 
 IGNORE_INDEX = 255
@@ -238,10 +238,7 @@ class DenseBatches(EpochBatches):
                 yield self._take(idx)
             return
         ds = self.dataset_class(self.x, self.y, self.transform, epoch_seed)
-        # DataLoader seeds its workers from `generator`: a private one, so the global RNG is not drawn
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=self.workers, collate_fn=self.collate,
-                            generator=torch.Generator().manual_seed(epoch_seed),
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = epoch_loader(ds, batches, self.workers, self.collate, epoch_seed, self.device)
         for xb, yb in loader:
             yield xb, yb
 

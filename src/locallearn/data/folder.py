@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import signal
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -12,6 +13,24 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..errors import ConfigError
 from .subset import stratified_subset
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGINT / SIGTERM, so a signal sent to
+    the whole process group (``kill -- -PGID``, ``pkill -f``) reaches only the trainer, which
+    finishes its step, checkpoints and shuts the workers down itself. A worker still exits
+    when the trainer dies (torch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def epoch_loader(ds: Dataset, batches: List[List[int]], workers: int, collate_fn: Callable,
+                 seed: int, device: torch.device) -> DataLoader:
+    """One epoch's DataLoader over fixed index batches, its workers seeded from ``seed``
+    (a private generator, so the global RNG is not drawn) and deaf to stop signals."""
+    return DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_stop_signals,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -242,9 +261,7 @@ class FolderBatches:
             if self.generator is not None else 0
         batches = self._index_batches()[start:]
         ds = self.dataset.for_epoch(seed) if isinstance(self.dataset, FolderImages) else self.dataset
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=self.workers, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(seed),
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = epoch_loader(ds, batches, self.workers, collate, seed, self.device)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for item in loader:
             if isinstance(item, BadImage):
