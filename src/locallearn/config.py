@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .errors import ConfigError, choice_error
+from .errors import ConfigError, check_choice
 
 AMP_CHOICES = ("none", "bf16", "fp16")
 # the choices of the fidelity options, defined here (no torch import) and used by
@@ -120,24 +120,21 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be an integer >= 1, got {value!r}")
-        if self.pipeline_mode not in PIPELINE_MODES:
-            raise choice_error("pipeline-mode", self.pipeline_mode, PIPELINE_MODES)
+        check_choice("pipeline-mode", self.pipeline_mode, PIPELINE_MODES)
         if self.pipeline and self.ddp:
             raise ConfigError("--pipeline and --ddp are two ways to use the ranks; pick one")
         if self.pipeline and self.method == "e2e":
             raise ConfigError("--pipeline runs gradient-isolated blocks on different ranks; "
                               "method 'e2e' is one block (use a local method, e.g. dgl+manpp "
                               "with --blocks >= the number of processes)")
-        if self.amp not in AMP_CHOICES:
-            raise choice_error("amp mode", self.amp, AMP_CHOICES)
+        check_choice("amp mode", self.amp, AMP_CHOICES)
         for what, value, allowed in (("ema-timing", self.ema_timing, EMA_TIMINGS),
                                      ("bridge-init", self.bridge_init, BRIDGE_INITS),
                                      ("head-init", self.head_init, HEAD_INITS),
                                      ("lr-schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("split", self.split, SPLITS),
                                      ("optimizer", self.optimizer, OPTIMIZERS)):
-            if value not in allowed:
-                raise choice_error(what, value, allowed)
+            check_choice(what, value, allowed)
         if not isinstance(self.head_overrides, dict) or not all(
                 isinstance(v, dict) for v in self.head_overrides.values()):
             raise ConfigError(f"head-overrides must map a head index to options, got "

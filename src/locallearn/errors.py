@@ -22,3 +22,10 @@ def choice_error(what: str, value: object, allowed: Iterable[object]) -> ConfigE
     names = ", ".join(str(a) for a in allowed)
     cls = ConfigError if isinstance(value, str) else ConfigTypeError
     return cls(f"unknown {what} {value!r} (choose from: {names})")
+
+
+def check_choice(what: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise ``choice_error`` unless ``value`` is one of ``allowed``."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise choice_error(what, value, allowed)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .bank import FeatureBank
-from .errors import ConfigError, ConfigTypeError, choice_error
+from .errors import ConfigError, ConfigTypeError, check_choice, choice_error
 from .heads import HeadContext, build_head
 from .local_net_args import as_method, check_normalisation, check_overrides
 from .methods import MethodSpec
@@ -57,14 +57,10 @@ class LocalNet(nn.Module):
         if not 0.0 <= ema_momentum < 1.0:
             raise ConfigError(f"ema momentum must be in [0, 1), got {ema_momentum}")
         # checked even where a method has no bridge: a wrong value is never ignored silently
-        if lb not in LB_KINDS:
-            raise choice_error("lb", lb, LB_KINDS)
-        if bridge_init not in INITS:
-            raise choice_error("bridge_init", bridge_init, INITS)
-        if ema_timing not in EMA_TIMINGS:
-            raise choice_error("ema_timing", ema_timing, EMA_TIMINGS)
-        if head_init not in INIT_CHOICES:
-            raise choice_error("head_init", head_init, INIT_CHOICES)
+        check_choice("lb", lb, LB_KINDS)
+        check_choice("bridge_init", bridge_init, INITS)
+        check_choice("ema_timing", ema_timing, EMA_TIMINGS)
+        check_choice("head_init", head_init, INIT_CHOICES)
         if head_opts is not None and not isinstance(head_opts, Mapping):
             raise ConfigTypeError(f"head_opts must be a dict of head options, got {head_opts!r}")
         if boundaries is not None:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import BRIDGE_INITS, EMA_TIMINGS
-from .errors import choice_error
+from .errors import check_choice
 from .reference import reference_init_
 
 BRIDGE_KINDS = ("ema", "man", "manpp")
@@ -61,12 +61,9 @@ class MomentumBridge(nn.Module):
                  lb_units: Sequence[nn.Module] = (), init: str = "copy") -> None:
         super().__init__()
         self.recompute = recompute
-        if kind not in BRIDGE_KINDS:
-            raise choice_error("bridge", kind, BRIDGE_KINDS)
-        if lb not in LB_KINDS:
-            raise choice_error("lb", lb, LB_KINDS)
-        if init not in INITS:
-            raise choice_error("bridge init", init, INITS)
+        check_choice("bridge", kind, BRIDGE_KINDS)
+        check_choice("lb", lb, LB_KINDS)
+        check_choice("bridge init", init, INITS)
         self.kind, self.lb_kind = kind, lb
         if init == "random":
             next_unit = _reinitialised(next_unit)

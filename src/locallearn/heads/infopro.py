@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bank import FeatureBank
-from ..errors import ConfigError, choice_error
+from ..errors import ConfigError, check_choice
 from ..nets.pool import GlobalAvgPool
 from .base import HEADS, AuxHead, HeadContext, interpolate
 from .losses import SUPCON_MEANS, supcon_loss
@@ -136,16 +136,11 @@ class InfoProHead(AuxHead):
                  decoder: str = "resize_first", max_width: int = 0,
                  supcon_mean: str = "positives", interp_over: int = 0) -> None:
         super().__init__()
-        if supcon_mean not in SUPCON_MEANS:
-            raise choice_error("infopro supcon_mean", supcon_mean, SUPCON_MEANS)
-        if decoder not in DECODER_ORDERS:
-            raise choice_error("infopro decoder", decoder, DECODER_ORDERS)
-        if loss not in LOSSES:
-            raise choice_error("infopro loss", loss, LOSSES)
-        if classifier not in CLASSIFIERS:
-            raise choice_error("infopro classifier", classifier, CLASSIFIERS)
-        if interp not in INTERPS:
-            raise choice_error("infopro interp", interp, INTERPS)
+        check_choice("infopro supcon_mean", supcon_mean, SUPCON_MEANS)
+        check_choice("infopro decoder", decoder, DECODER_ORDERS)
+        check_choice("infopro loss", loss, LOSSES)
+        check_choice("infopro classifier", classifier, CLASSIFIERS)
+        check_choice("infopro interp", interp, INTERPS)
         if widen <= 0 or feature_dim < 1 or temperature <= 0:
             raise ConfigError(f"infopro: widen, feature_dim and temperature must be positive, "
                               f"got {widen}, {feature_dim}, {temperature}")

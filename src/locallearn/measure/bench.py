@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..devices import resolve_device
-from ..errors import ConfigError, choice_error
+from ..errors import ConfigError, check_choice
 from ..local_net import LocalNet
 from ..methods import parse_method
 from ..nets import create_model
@@ -137,8 +137,7 @@ def measure_pair(spec: BenchSpec, method: str, k: int) -> Tuple[Dict[str, Any], 
 
 def run_bench(mode: str, spec: BenchSpec) -> List[Dict[str, Any]]:
     """All rows of a bench, each with ``<field>_ratio`` to the E2E row of the same run."""
-    if mode not in MODES:
-        raise choice_error("bench mode", mode, MODES)
+    check_choice("bench mode", mode, MODES)
     if spec.batch_size < 1:
         raise ConfigError(f"batch-size must be a positive integer, got {spec.batch_size}")
     device = resolve_device(spec.device)

@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import (peak_signal_noise_ratio,
                                            structural_similarity_index_measure)
 
-from ..errors import ConfigError, choice_error
+from ..errors import ConfigError, check_choice
 
 RULES = ("y", "rgb")  # benchmark sets: luma, border = scale; DIV2K: RGB, border = scale + 6
 #: BT.601 luma of RGB in [0, 1], scaled to [0, 1] (offset 16/255): MATLAB's rgb2ycbcr
@@ -71,8 +71,7 @@ def psnr_ssim(output: torch.Tensor, target: torch.Tensor, scale: int,
               rule: str = "y") -> "tuple[torch.Tensor, torch.Tensor]":
     """Per-image PSNR (dB) and SSIM of ``output`` against ``target`` (both [B, C, H, W] in
     [0, 1]) under ``rule``; each a [B] tensor."""
-    if rule not in RULES:
-        raise choice_error("super-resolution evaluation rule", rule, RULES)
+    check_choice("super-resolution evaluation rule", rule, RULES)
     pred, ref = prepare(output, target, scale, rule)
     psnr = peak_signal_noise_ratio(pred, ref, data_range=1.0, reduction="none", dim=(1, 2, 3))
     side = min(pred.shape[-2:])
@@ -89,8 +88,7 @@ class SRMetric(Metric):
 
     def __init__(self, scale: int, rule: str = "y", **kwargs: object) -> None:
         super().__init__(**kwargs)
-        if rule not in RULES:
-            raise choice_error("super-resolution evaluation rule", rule, RULES)
+        check_choice("super-resolution evaluation rule", rule, RULES)
         self.scale, self.rule = int(scale), rule
         for name in ("psnr_sum", "ssim_sum", "count"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64),
