@@ -87,18 +87,16 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, where: str) -> torch.Tensor:
 
 
 @dataclass
-class DenseData(HeldImages):
-    """A segmentation dataset in memory; the trainer's interface of ``ImageData`` plus ``task``.
-
-    Construction checks shapes, that every mask id is a class or 255, and computes ``mean`` /
-    ``std`` (per channel of the training images / 255) when they are not given.
-    """
+class HeldDense(HeldImages):
+    """Fields and batch makers shared by the dense-task datasets held in memory
+    (segmentation ``DenseData``, detection ``DetData``); a subclass checks its targets in
+    ``__post_init__``, then calls ``_complete``, and names its batches and augmentation."""
 
     name: str
     train_x: torch.Tensor
-    train_y: torch.Tensor
+    train_y: Any  # the targets: masks [N, H, W], or one box dict per image
     test_x: torch.Tensor
-    test_y: torch.Tensor
+    test_y: Any
     num_classes: int
     source: str
     class_names: Tuple[str, ...] = ()
@@ -107,30 +105,20 @@ class DenseData(HeldImages):
     config: Dict[str, Any] = field(default_factory=dict)  # how the data was built, for run configs
     workers: int = field(default_factory=default_workers)  # augmenting processes; 0 = in this one
 
-    task = "segmentation"
-    ignore_index = IGNORE_INDEX
-
-    def __post_init__(self) -> None:
-        from .base import channel_stats
-
-        where = f"{self.name} in {self.source}"
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
-                or not 2 <= self.num_classes <= IGNORE_INDEX:
-            raise ConfigError(f"{where}: num_classes must be an integer in 2..{IGNORE_INDEX} (got "
-                              f"{self.num_classes!r}); ids must stay below the ignore value {IGNORE_INDEX}")
-        _check_pair(self.train_x, self.train_y, f"{where} (training)")
-        _check_pair(self.test_x, self.test_y, f"{where} (test)")
+    def _check_images_match(self, where: str) -> None:
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ConfigError(f"{where}: training images are {tuple(self.train_x.shape[1:])} but test images "
                               f"{tuple(self.test_x.shape[1:])}; they must match")
-        for split, y in (("training", self.train_y), ("test", self.test_y)):
-            check_masks(y, self.num_classes, f"{where} ({split})")
-        # uint8 holds every valid id (< 255) and 255 itself: 8x less memory than int64
-        self.train_y, self.test_y = self.train_y.to(torch.uint8), self.test_y.to(torch.uint8)
+
+    def _complete(self, where: str) -> None:
+        """Default class names and the training images' channel statistics, when not given."""
+        from .base import channel_stats
+
         if not self.class_names:
             self.class_names = tuple(str(i) for i in range(self.num_classes))
         elif len(self.class_names) != self.num_classes:
             raise ConfigError(f"{where}: {len(self.class_names)} class names for {self.num_classes} classes")
+        self.class_names = tuple(self.class_names)
         if not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train_x)
 
@@ -155,6 +143,33 @@ class DenseData(HeldImages):
         """The test set in order, never augmented."""
         return self._batches()(self.test_x, self.test_y, batch_size, self.mean, self.std,
                                device=device, channels_last=channels_last)
+
+
+@dataclass
+class DenseData(HeldDense):
+    """A segmentation dataset in memory; the trainer's interface of ``ImageData`` plus ``task``.
+
+    Construction checks shapes, that every mask id is a class or 255, and computes ``mean`` /
+    ``std`` (per channel of the training images / 255) when they are not given.
+    """
+
+    task = "segmentation"
+    ignore_index = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        where = f"{self.name} in {self.source}"
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or not 2 <= self.num_classes <= IGNORE_INDEX:
+            raise ConfigError(f"{where}: num_classes must be an integer in 2..{IGNORE_INDEX} (got "
+                              f"{self.num_classes!r}); ids must stay below the ignore value {IGNORE_INDEX}")
+        _check_pair(self.train_x, self.train_y, f"{where} (training)")
+        _check_pair(self.test_x, self.test_y, f"{where} (test)")
+        self._check_images_match(where)
+        for split, y in (("training", self.train_y), ("test", self.test_y)):
+            check_masks(y, self.num_classes, f"{where} ({split})")
+        # uint8 holds every valid id (< 255) and 255 itself: 8x less memory than int64
+        self.train_y, self.test_y = self.train_y.to(torch.uint8), self.test_y.to(torch.uint8)
+        self._complete(where)
 
 
 class Augmented(Dataset):

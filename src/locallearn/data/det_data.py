@@ -18,7 +18,7 @@ its ``BoundingBoxes`` together:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
@@ -27,8 +27,7 @@ from torchvision.transforms import v2
 
 from ..errors import ConfigError
 from ..tasks.det_metrics import check_targets
-from .base import HeldImages
-from .dense import Augmented, DenseBatches, DenseData, default_workers, train_transform
+from .dense import Augmented, DenseBatches, HeldDense, train_transform
 from .folder import sample_seed
 
 Target = Dict[str, torch.Tensor]
@@ -65,48 +64,26 @@ def _checked_targets(x: torch.Tensor, y: object, num_classes: int, where: str) -
 
 
 @dataclass
-class DetData(HeldImages):
-    """A detection dataset in memory; the trainer's interface of ``DenseData`` with box targets.
+class DetData(HeldDense):
+    """A detection dataset in memory; the trainer's interface of ``DenseData`` with box targets
+    (``train_y`` / ``test_y``: one dict per image).
 
     Construction checks the images, every box (inside its image, 1 px tolerance, clamped;
     labels in ``0..num_classes-1``), and computes ``mean`` / ``std`` when they are not given.
     """
 
-    name: str
-    train_x: torch.Tensor
-    train_y: List[Target]
-    test_x: torch.Tensor
-    test_y: List[Target]
-    num_classes: int
-    source: str
-    class_names: Tuple[str, ...] = ()
-    mean: Tuple[float, ...] = ()
-    std: Tuple[float, ...] = ()
-    config: Dict[str, Any] = field(default_factory=dict)  # how the data was built, for run configs
-    workers: int = field(default_factory=default_workers)  # augmenting processes; 0 = in this one
-
     task = "detection"
 
     def __post_init__(self) -> None:
-        from .base import channel_stats
-
         where = f"{self.name} in {self.source}"
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ConfigError(f"{where}: num_classes must be an integer >= 1 (got {self.num_classes!r})")
         _check_images(self.train_x, f"{where} (training)")
         _check_images(self.test_x, f"{where} (test)")
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise ConfigError(f"{where}: training images are {tuple(self.train_x.shape[1:])} but test images "
-                              f"{tuple(self.test_x.shape[1:])}; they must match")
+        self._check_images_match(where)
         self.train_y = _checked_targets(self.train_x, self.train_y, self.num_classes, f"{where} (training)")
         self.test_y = _checked_targets(self.test_x, self.test_y, self.num_classes, f"{where} (test)")
-        if not self.class_names:
-            self.class_names = tuple(str(i) for i in range(self.num_classes))
-        elif len(self.class_names) != self.num_classes:
-            raise ConfigError(f"{where}: {len(self.class_names)} class names for {self.num_classes} classes")
-        self.class_names = tuple(self.class_names)
-        if not self.mean or not self.std:
-            self.mean, self.std = channel_stats(self.train_x)
+        self._complete(where)
 
     @property
     def num_boxes(self) -> Tuple[int, int]:
@@ -118,10 +95,6 @@ class DetData(HeldImages):
 
     def _augmentation(self) -> Callable[..., Any]:
         return det_train_transform(self.image_size)
-
-    # DenseData's batch makers, with this class's batches and box-following augmentation
-    train_batches = DenseData.train_batches
-    test_batches = DenseData.test_batches
 
 
 class DetAugmented(Augmented):
