@@ -6,6 +6,7 @@ memory of RetinaNet K=4 at a COCO-like input beside the MAN++ paper's Table IV.
     python benchmarks/bench_detection.py steps             # step memory / time ratios to E2E
     python benchmarks/bench_detection.py table             # rewrite results/section_detection.md
     bash benchmarks/gpu_bench.sh OUT detection  # the train runs on one CUDA GPU in one sitting
+    bash benchmarks/gpu_bench.sh OUT detection,fidelity  # ... beside issue 15's plateau runs
 
 Every part is resumable: ``memory`` skips models already in its json, ``train`` skips
 finished runs (kept in results/detection/, committed) and resumes killed ones from their

@@ -305,8 +305,8 @@ def devices_line(budget: str) -> List[str]:
         where.setdefault(parts, []).append(f"`{method}` seed {seed}")
     if not where:
         return []
-    return ["", "Trained on a GPU in a GPU sitting (`benchmarks/gpu_checks.sh` or "
-            "`benchmarks/gpu_fidelity.sh`; the other runs: on this CPU, one thread each): " + "; ".join(
+    return ["", "Trained on a GPU in a GPU sitting (`benchmarks/gpu_checks.sh`, "
+            "`benchmarks/gpu_fidelity.sh` or `benchmarks/gpu_bench.sh`; the other runs: on this CPU, one thread each): " + "; ".join(
                 f"{', '.join(runs)}: {parts}" for parts, runs in where.items()) + "."]
 
 
