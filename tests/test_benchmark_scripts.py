@@ -68,3 +68,55 @@ def test_gpu_scripts_refuse_a_machine_without_cuda(tmp_path):
                              capture_output=True, text=True, timeout=120,
                              env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
         assert res.returncode == 2 and "sees no CUDA GPU" in res.stderr, res.stderr
+
+
+FAKE_PYTHON = """#!/bin/bash
+echo "$*" >> "$CALLS"
+case "$*" in
+  *" train "*|*"--budget plateau --device"*) exec sleep 300;;
+esac
+exit 0
+"""
+FAKE_SMI = """#!/bin/bash
+case "$*" in *" -l "*) exec sleep 300;; esac
+echo fake-gpu
+"""
+
+
+def test_gpu_bench_runs_several_benches_and_stops_them(tmp_path):
+    """A fake GPU machine (python3 and nvidia-smi stand-ins): one pool per bench, the
+    workers split between them, every pool stopped at the deadline, then each table and
+    the results archive."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = str(root / "benchmarks" / "gpu_bench.sh")
+    env = {"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    res = subprocess.run(["bash", script, str(tmp_path / "a"), "detection,segmentation"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and "unknown bench 'segmentation'" in res.stderr
+    assert "allowed: detection, sr, analysis, fidelity" in res.stderr
+    res = subprocess.run(["bash", script, str(tmp_path / "b"), "detection"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and "sees no CUDA GPU" in res.stderr
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, text in (("python3", FAKE_PYTHON), ("nvidia-smi", FAKE_SMI)):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    calls = tmp_path / "calls.log"
+    out = tmp_path / "out"
+    res = subprocess.run(["bash", script, str(out), "detection,fidelity", "62", "6"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**env, "PATH": f"{fake}:/usr/bin:/bin", "CALLS": str(calls)})
+    assert res.returncode == 0, res.stderr
+    ran = calls.read_text().splitlines()
+    assert "benchmarks/bench_detection.py train --device cuda --workers 3" in ran
+    assert "benchmarks/reproduce.py --budget plateau --device cuda --workers 3" in ran
+    assert "benchmarks/bench_detection.py table" in ran
+    assert "benchmarks/reproduce.py --budget plateau --table-only" in ran
+    log = (out / "log.txt").read_text()
+    assert "stopping the trainers" in log and (out / "results.tgz").stat().st_size > 0
+    left = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True)
+    assert left.returncode == 1, left.stdout  # no trainer (nor the utilisation log) outlived it
