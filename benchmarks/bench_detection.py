@@ -4,6 +4,7 @@ memory of RetinaNet K=4 at a COCO-like input beside the MAN++ paper's Table IV.
     python benchmarks/bench_detection.py memory            # RetinaNet-R34/R101/R152, 2 x 600x1000
     python benchmarks/bench_detection.py train --workers 2 # the mAP runs (resumable, claimable)
     python benchmarks/bench_detection.py steps             # step memory / time ratios to E2E
+    python benchmarks/bench_detection.py heads             # each block's own detector's mAP
     python benchmarks/bench_detection.py table             # rewrite results/section_detection.md
     bash benchmarks/gpu_bench.sh OUT detection  # the train runs on one CUDA GPU in one sitting
     bash benchmarks/gpu_bench.sh OUT detection,fidelity  # ... beside issue 15's plateau runs
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from locallearn.measure.bench import BenchSpec, environment, run_bench  # noqa: E402
-from kept_runs import in_workers, train_kept  # noqa: E402
+from kept_runs import in_workers, keep_heads, train_kept  # noqa: E402
 
 MEMORY_JSON = RESULTS / "detection_memory_cpu.json"
 STEPS_JSON = RESULTS / "detection" / "steps.json"
@@ -135,12 +136,24 @@ def train_all(device: str) -> None:
                 cfg = TrainConfig(model=model, method=method, blocks=1 if method == "e2e" else 4,
                                   split="equal" if method == "e2e" else "stages",
                                   seed=seed, device=device, out=str(out), **BUDGET)
-                train_kept(cfg, kept, f"{family} {method} seed {seed}")
+                if train_kept(cfg, kept, f"{family} {method} seed {seed}") and method != "e2e":
+                    keep_heads(out, kept, device)
+
+
+def heads_all(device: str) -> None:
+    """heads.json (each block's own detector's mAP) for every finished local run whose
+    checkpoint is still in runs/detection/."""
+    for seed in SEEDS:
+        for family in FAMILIES:
+            for method in METHODS[1:]:
+                out, kept = run_dirs(family, method, seed)
+                if not (kept / "heads.json").is_file() and keep_heads(out, kept, device):
+                    print(f"== heads: {family} {method} seed {seed}", flush=True)
 
 
 def main(argv: List[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("memory", "train", "steps", "table"))
+    p.add_argument("part", choices=("memory", "train", "steps", "heads", "table"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
@@ -149,6 +162,8 @@ def main(argv: List[str] | None = None) -> None:
         block_breakdown()
     elif a.part == "steps":
         step_ratios(a.device)
+    elif a.part == "heads":
+        heads_all(a.device)
     elif a.part == "train":
         in_workers(a.workers, lambda: train_all(a.device))
     from detection_table import write_section

@@ -9,11 +9,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+import json
+from typing import Callable, List, Optional
 
 import torch
 
 from locallearn.config import TrainConfig
+from locallearn.checkpoint import atomic_write_text
 from reproduce import claim, note_segment, release
 
 KEPT_FILES = ("summary.json", "metrics.csv", "config.json", "segments.json")
@@ -39,6 +41,25 @@ def train_kept(cfg: TrainConfig, kept: Path, label: str) -> bool:
     finally:
         release(out)
     return True
+
+
+def keep_heads(out: Path, kept: Path, device: str = "cpu") -> Optional[List[dict]]:
+    """Each block's own predictor's test metric, MAN++'s scales and EMA lags
+    (``locallearn eval --heads``), kept as ``kept/heads.json``; computed once, from the
+    checkpoint of a finished run (None while there is neither)."""
+    from locallearn.devices import resolve_device
+    from locallearn.train import head_report, load_run
+
+    path = kept / "heads.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if not (kept / "summary.json").is_file() or not (out / "checkpoint.pt").is_file():
+        return None
+    cfg, net, data = load_run(out, device=device)
+    dev = resolve_device(device)
+    rows = head_report(net, data.test_batches(cfg.eval_batch_size, dev), dev)
+    atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
+    return rows
 
 
 def in_workers(n: int, work: Callable[[], None]) -> None:

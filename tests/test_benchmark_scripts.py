@@ -120,3 +120,28 @@ def test_gpu_bench_runs_several_benches_and_stops_them(tmp_path):
     assert "stopping the trainers" in log and (out / "results.tgz").stat().st_size > 0
     left = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True)
     assert left.returncode == 1, left.stdout  # no trainer (nor the utilisation log) outlived it
+
+
+def test_detection_claim_and_heads_tables(bench_script, tmp_path, monkeypatch):
+    tab = bench_script("detection_table")
+    monkeypatch.setattr(tab, "run_dirs", lambda f, m, s: (None, tmp_path / f"{f}_{m}_{s}"))
+    monkeypatch.setattr(tab, "STEPS_JSON", tmp_path / "steps.json")
+    monkeypatch.setattr(tab, "MEMORY_JSON", tmp_path / "memory.json")
+    maps = {"e2e": [0.30, 0.32, 0.31], "slm": [0.29, 0.33, 0.30], "greedy+manpp": [0.25, 0.26, 0.25]}
+    for method, vals in maps.items():
+        for seed, v in enumerate(vals):
+            d = tmp_path / f"retinanet_{method}_{seed}"
+            d.mkdir()
+            (d / "summary.json").write_text(json.dumps(dict(epochs=8, final_test_map=v)))
+    (tmp_path / "retinanet_slm_0" / "heads.json").write_text(json.dumps(
+        [{"test_map": v} for v in (0.35, 0.33, 0.31, 0.29)]))
+    (tmp_path / "steps.json").write_text(json.dumps(dict(rows={
+        "retinanet/slm": dict(peak_bytes_ratio=1.3), "retinanet/greedy+manpp": dict(peak_bytes_ratio=0.9)})))
+    text = "\n".join(tab.claim_lines())
+    # slm: -1, +1, -1 points (within noise); greedy+manpp: -5, -6, -6 (lower)
+    assert "| retinanet | slm | 3 | -1.00, +1.00, -1.00 | -0.33 +- 1.15 | within noise | 1.30 |" in text
+    assert "| retinanet | greedy+manpp | 3 | -5.00, -6.00, -6.00 | -5.67 +- 0.58 | lower | 0.90 |" in text
+    assert "1 of 2 local rows with all 3 seeds reach E2E" in text
+    assert "1 of 2 local rows step in less memory than E2E (0.90-1.30x)" in text
+    heads = "\n".join(tab.heads_lines())
+    assert "| retinanet | slm | 1 | 35.00 | 33.00 | 31.00 | 29.00 | b0: +5.00 |" in heads
