@@ -73,7 +73,13 @@ def in_workers(n: int, work: Callable[[], None]) -> None:
         pid = os.fork()
         if pid == 0:
             torch.set_num_threads(1)
-            work()
+            from locallearn.stop import Stopped
+
+            try:
+                work()
+            except Stopped as e:  # a signal: the run checkpointed; one line, not a traceback
+                print(f"== {e}", flush=True)
+                os._exit(e.exit_code)
             os._exit(0)
         pids.append(pid)
         time.sleep(2)  # let each claim its first run in turn
