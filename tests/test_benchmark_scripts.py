@@ -73,12 +73,12 @@ def test_gpu_scripts_refuse_a_machine_without_cuda(tmp_path):
 FAKE_PYTHON = """#!/bin/bash
 echo "$*" >> "$CALLS"
 case "$*" in
-  *" train "*|*"--budget plateau --device"*) exec sleep 300;;
+  *" train "*|*"--budget plateau --device"*) echo $$ >> "$PIDS"; exec sleep 300;;
 esac
 exit 0
 """
 FAKE_SMI = """#!/bin/bash
-case "$*" in *" -l "*) exec sleep 300;; esac
+case "$*" in *" -l "*) echo $$ >> "$PIDS"; exec sleep 300;; esac
 echo fake-gpu
 """
 
@@ -109,7 +109,8 @@ def test_gpu_bench_runs_several_benches_and_stops_them(tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(["bash", script, str(out), "detection,fidelity", "62", "6"],
                          capture_output=True, text=True, timeout=120,
-                         env={**env, "PATH": f"{fake}:/usr/bin:/bin", "CALLS": str(calls)})
+                         env={**env, "PATH": f"{fake}:/usr/bin:/bin", "CALLS": str(calls),
+                              "PIDS": str(tmp_path / "pids")})
     assert res.returncode == 0, res.stderr
     ran = calls.read_text().splitlines()
     assert "benchmarks/bench_detection.py train --device cuda --workers 3" in ran
@@ -118,8 +119,23 @@ def test_gpu_bench_runs_several_benches_and_stops_them(tmp_path):
     assert "benchmarks/reproduce.py --budget plateau --table-only" in ran
     log = (out / "log.txt").read_text()
     assert "stopping the trainers" in log and (out / "results.tgz").stat().st_size > 0
-    left = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True)
-    assert left.returncode == 1, left.stdout  # no trainer (nor the utilisation log) outlived it
+    import os
+    import time
+
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    assert len(pids) == 3  # two trainers and the utilisation log
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return "sleep" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+
+    deadline = time.time() + 10  # a signalled process ends asynchronously
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)]  # nothing outlived the sitting
 
 
 def test_detection_claim_and_heads_tables(bench_script, tmp_path, monkeypatch):
