@@ -5,11 +5,11 @@ summary, metrics, config and segments are copied to benchmarks/results/<bench>/<
 (committed), which is what the tables read and what marks it done for a fresh clone."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from pathlib import Path
-import json
 from typing import Callable, List, Optional
 
 import torch
@@ -62,25 +62,33 @@ def keep_heads(out: Path, kept: Path, device: str = "cpu") -> Optional[List[dict
     return rows
 
 
+def _stoppable(work: Callable[[], None]) -> int:
+    """Run ``work``; a signal that stopped its run (which checkpointed first) is one line and
+    its exit code, not a traceback."""
+    from locallearn.stop import Stopped
+
+    try:
+        work()
+    except Stopped as e:
+        print(f"== {e}", flush=True)
+        return e.exit_code
+    return 0
+
+
 def in_workers(n: int, work: Callable[[], None]) -> None:
     """Run ``work`` in ``n`` forked processes of one CPU thread each (they share the run list
     through claims), or here when ``n`` <= 1; returns when all are done."""
     if n <= 1:
-        work()
+        code = _stoppable(work)
+        if code:
+            raise SystemExit(code)
         return
     pids = []
     for _ in range(n):
         pid = os.fork()
         if pid == 0:
             torch.set_num_threads(1)
-            from locallearn.stop import Stopped
-
-            try:
-                work()
-            except Stopped as e:  # a signal: the run checkpointed; one line, not a traceback
-                print(f"== {e}", flush=True)
-                os._exit(e.exit_code)
-            os._exit(0)
+            os._exit(_stoppable(work))
         pids.append(pid)
         time.sleep(2)  # let each claim its first run in turn
     for pid in pids:
