@@ -43,14 +43,8 @@ def map_lines() -> List[str]:
     steps = json.loads(STEPS_JSON.read_text())["rows"] if STEPS_JSON.is_file() else {}
     for family in FAMILIES:
         for method in METHODS:
-            cols: Dict[str, List[float]] = {c: [] for c in COLS}
-            for seed in SEEDS:
-                p = run_dirs(family, method, seed)[1] / "summary.json"
-                if p.is_file():
-                    s = json.loads(p.read_text())
-                    if _finished(s):
-                        for c in COLS:
-                            cols[c].append(s[f"final_test_{c}"])
+            done = kept_summaries(family, method).values()
+            cols = {c: [s[f"final_test_{c}"] for s in done] for c in COLS}
             st = steps.get(f"{family}/{method}", {})
             mem = f"{st['peak_bytes_ratio']:.2f}" if st else "-"
             tim = f"{st['step_time_s_ratio']:.2f}" if st else "-"
@@ -81,16 +75,21 @@ def map_lines() -> List[str]:
     return lines
 
 
-def kept_maps(family: str, method: str) -> Dict[int, float]:
-    """Final mAP of each finished seed of one row."""
-    out: Dict[int, float] = {}
+def kept_summaries(family: str, method: str) -> Dict[int, dict]:
+    """The kept summary of each finished seed of one row."""
+    out: Dict[int, dict] = {}
     for seed in SEEDS:
         p = run_dirs(family, method, seed)[1] / "summary.json"
         if p.is_file():
             s = json.loads(p.read_text())
             if _finished(s):
-                out[seed] = s["final_test_map"]
+                out[seed] = s
     return out
+
+
+def kept_maps(family: str, method: str) -> Dict[int, float]:
+    """Final mAP of each finished seed of one row."""
+    return {seed: s["final_test_map"] for seed, s in kept_summaries(family, method).items()}
 
 
 def claim_lines() -> List[str]:

@@ -31,7 +31,6 @@ from .folder import sample_seed
 from .loader import EpochBatches
 
 
-
 def _to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy())
 
