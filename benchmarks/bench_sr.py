@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from locallearn.measure.bench import BenchSpec, environment, run_bench  # noqa: E402
-from kept_runs import in_workers, train_kept  # noqa: E402
+from kept_runs import in_workers, keep_heads, train_kept  # noqa: E402
 
 KEPT = RESULTS / "sr"
 STEPS_JSON = KEPT / "steps.json"
@@ -97,22 +97,11 @@ def train_one(scale: int, method: str, k: int, seed: int, device: str) -> bool:
 
 
 def head_scores(scale: int, method: str, k: int, seed: int) -> Optional[List[dict]]:
-    """Each block's own predictor's test PSNR / SSIM (the last: the network's), kept as
-    heads.json beside the run's summary; computed from its checkpoint once."""
-    from locallearn.evaluate import evaluate_heads
-    from locallearn.train import load_run
-
-    out, kept = run_dirs(scale, method, k, seed)
-    path = kept / "heads.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    if not (kept / "summary.json").is_file() or not (out / "checkpoint.pt").is_file():
-        return None
-    cfg, net, data = load_run(out)
-    psnr = evaluate_heads(net, data.test_batches(1, torch.device("cpu")), torch.device("cpu"))
-    rows = [{"block": j, "units": list(net.ranges[j]), "psnr": v} for j, v in enumerate(psnr)]
-    path.write_text(json.dumps(rows, indent=1) + "\n")
-    return rows
+    """Each block's own predictor's test PSNR (the last: the network's), kept as heads.json
+    beside the run's summary; computed from its checkpoint once (full-size test images: one
+    at a time)."""
+    return keep_heads(*run_dirs(scale, method, k, seed), batch_size=1, layout=lambda rows: [
+        {"block": r["block"], "units": r["units"], "psnr": r["test_psnr"]} for r in rows])
 
 
 def _claimed(job: Tuple[int, str, int, int]) -> bool:

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 
@@ -43,10 +43,13 @@ def train_kept(cfg: TrainConfig, kept: Path, label: str) -> bool:
     return True
 
 
-def keep_heads(out: Path, kept: Path, device: str = "cpu") -> Optional[List[dict]]:
+def keep_heads(out: Path, kept: Path, device: str = "cpu", *, batch_size: Optional[int] = None,
+               layout: Optional[Callable[[List[dict]], Any]] = None) -> Any:
     """Each block's own predictor's test metric, MAN++'s scales and EMA lags
     (``locallearn eval --heads``), kept as ``kept/heads.json``; computed once, from the
-    checkpoint of a finished run (None while there is neither)."""
+    checkpoint of a finished run (None while there is neither). ``layout`` reshapes the
+    rows for a bench whose table reads another layout; ``batch_size`` defaults to the run's
+    evaluation batch."""
     from locallearn.devices import resolve_device
     from locallearn.train import head_report, load_run
 
@@ -57,9 +60,10 @@ def keep_heads(out: Path, kept: Path, device: str = "cpu") -> Optional[List[dict
         return None
     cfg, net, data = load_run(out, device=device)
     dev = resolve_device(device)
-    rows = head_report(net, data.test_batches(cfg.eval_batch_size, dev), dev)
-    atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
-    return rows
+    rows = head_report(net, data.test_batches(batch_size or cfg.eval_batch_size, dev), dev)
+    keep = layout(rows) if layout else rows
+    atomic_write_text(path, json.dumps(keep, indent=1) + "\n")
+    return keep
 
 
 def _stoppable(work: Callable[[], None]) -> int:

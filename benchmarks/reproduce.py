@@ -42,7 +42,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from locallearn import TrainConfig, fit  # noqa: E402
 from locallearn.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint  # noqa: E402
 from locallearn.devices import resolve_device  # noqa: E402
-from locallearn.train import head_report, load_run  # noqa: E402
 from locallearn.measure.bench import environment  # noqa: E402
 from locallearn.presets import apply_preset  # noqa: E402
 
@@ -311,15 +310,15 @@ def devices_line(budget: str) -> List[str]:
 
 
 def layerwise(out: Path, kept: Path, device: str) -> None:
-    """Test accuracy of every block's classifier and MAN++'s learned scales -> heads.json."""
-    cfg, net, data = load_run(out, device=device)
-    dev = resolve_device(device)
-    rows = head_report(net, data.test_batches(cfg.eval_batch_size, dev), dev)
-    bridged = rows[:len(net.bridges)]
-    atomic_write_text(kept / "heads.json", json.dumps(
-        dict(test_acc=[r["test_acc"] for r in rows],
-             bridge_scale=[r["bridge_scale"] for r in bridged],
-             ema_lag=[r["ema_lag"] for r in bridged]), indent=2) + "\n")
+    """Test accuracy of every block's classifier and MAN++'s learned scales -> heads.json
+    (recomputed: a run resumed for more epochs replaces its old one)."""
+    from kept_runs import keep_heads  # it imports this module
+
+    (kept / "heads.json").unlink(missing_ok=True)
+    keep_heads(out, kept, device, layout=lambda rows: dict(
+        test_acc=[r["test_acc"] for r in rows],
+        bridge_scale=[r["bridge_scale"] for r in rows[:-1]],  # None: no bridge there
+        ema_lag=[r["ema_lag"] for r in rows[:-1]]))
 
 
 def layerwise_missing(device: str) -> None:
@@ -510,7 +509,7 @@ def layerwise_section(budget: str) -> List[str]:
             cells.append(f"{means[-1]:.1f}" if vals else "-")
         scales = [v for r in runs for v in r["bridge_scale"] if v is not None]
         scale = f"{statistics.mean(scales):.2f}" if scales else "-"
-        lag_vals = [v for r in runs for v in r.get("ema_lag", [])]
+        lag_vals = [v for r in runs for v in r.get("ema_lag", []) if v is not None]
         lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
         seeds = ", ".join(str(r["seed"]) for r in runs)
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")

@@ -161,3 +161,31 @@ def test_detection_claim_and_heads_tables(bench_script, tmp_path, monkeypatch):
     assert "1 of 2 local rows step in less memory than E2E (0.90-1.30x)" in text
     heads = "\n".join(tab.heads_lines())
     assert "| retinanet | slm | 1 | 35.00 | 33.00 | 31.00 | 29.00 | b0: +5.00 |" in heads
+
+
+def test_kept_heads_are_computed_once_in_each_bench_layout(bench_script, tmp_path):
+    """One writer of heads.json for every bench: the rows of ``eval --heads`` (detection),
+    or the layout a bench's table reads (reproduce: columns), from a finished run's checkpoint."""
+    from locallearn import TrainConfig, fit
+
+    kr, rep = bench_script("kept_runs"), bench_script("reproduce")
+    out, kept = tmp_path / "run", tmp_path / "kept"
+    assert kr.keep_heads(out, kept) is None  # nothing trained or kept yet
+    fit(TrainConfig(model="resnet20", method="dgl+manpp", blocks=2, dataset="synthetic",
+                    epochs=1, batch_size=16, limit_train=32, limit_test=16, device="cpu",
+                    out=str(out)), progress=False)
+    assert kr.keep_heads(out, kept) is None  # trained, but not kept as finished
+    kept.mkdir()
+    (kept / "summary.json").write_text((out / "summary.json").read_text())
+    rows = kr.keep_heads(out, kept)
+    assert [r["block"] for r in rows] == [0, 1] and 0 <= rows[1]["test_acc"] <= 1
+    assert rows[0]["bridge_scale"] is not None and rows[1]["bridge_scale"] is None
+    assert json.loads((kept / "heads.json").read_text()) == rows
+    acc = json.loads((out / "summary.json").read_text())["final_test_acc"]
+    assert abs(rows[1]["test_acc"] - acc) < 1e-6  # the last block's head is the network
+    rep.layerwise(out, kept, "cpu")  # replaces the rows with reproduce's columns
+    cols = json.loads((kept / "heads.json").read_text())
+    assert cols["test_acc"] == [r["test_acc"] for r in rows]
+    assert cols["bridge_scale"] == [rows[0]["bridge_scale"]] and len(cols["ema_lag"]) == 1
+    (kept / "heads.json").write_text('{"kept": 1}')
+    assert kr.keep_heads(out, kept) == {"kept": 1}  # computed once: a kept file is read back
