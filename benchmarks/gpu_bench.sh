@@ -39,17 +39,23 @@ else
     workers=${4:-3}
     say "MPS unavailable: time-sliced trainers"
 fi
+# cmd = the command line of a bench's train or table step: fidelity is reproduce.py's
+# plateau budget, any other bench its own benchmarks/bench_NAME.py
+bench_cmd() {
+    if [ "$1" = fidelity ]; then
+        cmd=(python3 benchmarks/reproduce.py --budget plateau)
+        if [ "$2" = table ]; then cmd+=(--table-only); fi
+    else
+        cmd=(python3 "benchmarks/bench_$1.py" "$2")
+    fi
+    if [ "$2" = train ]; then cmd+=(--device cuda --workers "$per"); fi
+}
 per=$(( workers / ${#benches[@]} > 0 ? workers / ${#benches[@]} : 1 ))
 pools=()
 for bench in "${benches[@]}"; do
     say "$bench: $per trainers"
-    if [ "$bench" = fidelity ]; then
-        setsid python3 benchmarks/reproduce.py --budget plateau --device cuda --workers "$per" \
-            >"$out/$bench.log" 2>&1 &
-    else
-        setsid python3 "benchmarks/bench_$bench.py" train --device cuda --workers "$per" \
-            >"$out/$bench.log" 2>&1 &
-    fi
+    bench_cmd "$bench" train
+    setsid "${cmd[@]}" >"$out/$bench.log" 2>&1 &
     pools+=($!)
 done
 gpu_stop_pools $((budget - 60)) "${pools[@]}"
@@ -64,11 +70,8 @@ for bench in "${benches[@]}"; do
     fi
 done
 for bench in "${benches[@]}"; do
-    if [ "$bench" = fidelity ]; then
-        python3 benchmarks/reproduce.py --budget plateau --table-only >>"$log" 2>&1
-    else
-        python3 "benchmarks/bench_$bench.py" table >>"$log" 2>&1
-    fi
+    bench_cmd "$bench" table
+    "${cmd[@]}" >>"$log" 2>&1
 done
 gpu_util_stop
 gpu_mps_off
