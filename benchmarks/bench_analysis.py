@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kept_runs import in_workers, train_kept  # noqa: E402
-from reproduce import BUDGETS, RECIPE  # noqa: E402
+from reproduce_plan import BUDGETS, RECIPE  # noqa: E402
 
 KEPT = RESULTS / "analysis"
 RUNS = ROOT / "runs" / "analysis"

@@ -32,7 +32,7 @@ from locallearn.checkpoint import atomic_write_text  # noqa: E402
 from locallearn.measure.bench import BenchSpec, environment, run_bench  # noqa: E402
 
 from bench_steps import git_rev  # noqa: E402
-from reproduce import claim, release  # noqa: E402
+from run_claims import claim, release  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

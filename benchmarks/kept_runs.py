@@ -16,7 +16,7 @@ import torch
 
 from locallearn.config import TrainConfig
 from locallearn.checkpoint import atomic_write_text
-from reproduce import claim, note_segment, release
+from run_claims import claim, note_segment, release
 
 KEPT_FILES = ("summary.json", "metrics.csv", "config.json", "segments.json")
 

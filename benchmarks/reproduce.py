@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import datetime
 import itertools
-import math
 import json
 import os
 import shutil
@@ -34,203 +32,16 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-import matplotlib
+from locallearn import TrainConfig, fit
+from locallearn.checkpoint import CHECKPOINT, atomic_write_text
+from locallearn.measure.bench import environment
+from locallearn.presets import apply_preset
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from locallearn import TrainConfig, fit  # noqa: E402
-from locallearn.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint  # noqa: E402
-from locallearn.devices import resolve_device  # noqa: E402
-from locallearn.measure.bench import environment  # noqa: E402
-from locallearn.presets import apply_preset  # noqa: E402
-
-from bench_steps import git_rev  # noqa: E402  (benchmarks/ is on sys.path)
-from fidelity_table import fidelity_lines, rejects_zero  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-BUDGETS = {
-    # the MAN++ ablation on DGL: none / EMA / EMA+LB / EMA+LB+scale, plus InfoPro and E2E
-    "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16],
-                  main=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp"],
-                  # why MAN++ does not beat DGL here: the EMA's lag, on every seed
-                  probe=["dgl+manpp@ema_momentum=0.81"],
-                  methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
-                           # the papers' EMA half-life (m=0.995: 138 steps) is 0.7% of
-                           # their ~20k steps but 30% of these 470; m=0.81 keeps the 0.7%
-                           "dgl+manpp@ema_momentum=0.81",
-                           # the reference code's copies start freshly initialised
-                           "dgl+manpp@bridge_init=random",
-                           "dgl+ema", "dgl+man", "dgl+manpp@channel",
-                           "infopro+manpp@decoder=conv_first", "slm", "slm+manpp",
-                           "dgl+manpp@preset=manpp-cifar-dgl", "dgl@preset=manpp-cifar-dgl",
-                           "dgl+manpp@ema_timing=before-step",
-                           "dgl+manpp@bridge_init=reference",
-                           "dgl+manpp@head_init=reference",
-                           "infopro+manpp@preset=manpp-cifar-infopro"],
-                  # the feature-bank paper's aux nets beside DGL and InfoPro (issue 14)
-                  slm=["slm", "slm+manpp"],
-                  # issue 15 on the CPU: the reference preset's details, all at once, the
-                  # DGL base under it, each detail alone, then InfoPro's preset
-                  fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
-                  fidelity_base=["dgl@preset=manpp-cifar-dgl"],
-                  factors=["dgl+manpp@ema_timing=before-step",
-                           "dgl+manpp@bridge_init=reference",
-                           "dgl+manpp@head_init=reference"],
-                  fidelity_infopro=["infopro+manpp@preset=manpp-cifar-infopro"]),
-    # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's
-    # curve flattens out; ~47 min a run on one CPU thread, i.e. the three rows finish in
-    # one sitting (run directories are not kept between sittings on every machine)
-    "long": dict(epochs=6, limit_train=None, seeds=[0], ks=[16],
-                 # the slowest first, so that two workers finish together
-                 main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
-    # the same rows trained 10 epochs, closer to E2E's plateau (6 epochs ended at 92.6%):
-    # ~90 min for dgl+manpp on one thread on a fast day (6 epochs took 54 min), dgl + e2e
-    # ~75 min on the other; on 2026-11-24 this CPU ran 2.5-3x slower, so it did not fit
-    # seeds 1 and 2 are meant for a GPU (one sitting: benchmarks/gpu_checks.sh)
-    "plateau": dict(epochs=10, limit_train=None, seeds=[0, 1, 2], ks=[16],
-                    main=["dgl+manpp", "dgl", "e2e"],
-                    # issue 15: the reference preset's details (at this budget's recipe),
-                    # all at once, then one at a time (fidelity_table.py)
-                    fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
-                    fidelity_base=["dgl@preset=manpp-cifar-dgl"],
-                    factors=["dgl+manpp@ema_timing=before-step",
-                             "dgl+manpp@bridge_init=reference",
-                             "dgl+manpp@head_init=reference"],
-                    methods=["e2e", "dgl", "dgl+manpp", "dgl@preset=manpp-cifar-dgl",
-                             "dgl+manpp@preset=manpp-cifar-dgl",
-                             "dgl+manpp@ema_timing=before-step",
-                             "dgl+manpp@bridge_init=reference",
-                             "dgl+manpp@head_init=reference"]),
-    # the short budget's main rows at K=8 (the issue's "K=8 if the budget allows"); E2E
-    # does not depend on K, so its row is the short budget's own runs (``reuse``)
-    "short8": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[8],
-                   main=["infopro+manpp", "dgl+manpp", "infopro", "dgl"],
-                   methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
-                            "slm", "slm+manpp"],
-                   slm=["slm", "slm+manpp"], reuse={"e2e": ("short", 16)}),
-    # issue 15, the papers' regime as far as a GPU sitting allows: their recipe (batch
-    # 1024, lr 0.8, per-epoch cosine with the blended warm-up; 10 of 400 epochs would be
-    # 0.5 of 20, which a per-epoch schedule cannot hold: one epoch at 0.01) on all 60k
-    # images; today's defaults beside the reference preset, then the MAN++ ablation.
-    # For GPU sittings: bash benchmarks/gpu_fidelity.sh OUT 540 6 paper
-    "paper": dict(epochs=20, limit_train=None, seeds=[0, 1, 2], ks=[16],
-                  recipe=dict(batch_size=1024, lr=0.8, warmup_epochs=1.0,
-                              lr_schedule="epoch"),
-                  main=["dgl+manpp@preset=manpp-cifar-dgl", "dgl+manpp", "dgl", "e2e"],
-                  ablation=["dgl+ema", "dgl+man"],
-                  methods=["e2e", "dgl", "dgl+manpp", "dgl+manpp@preset=manpp-cifar-dgl",
-                           "dgl+ema", "dgl+man"]),
-}
-# ``--budget all``: what to train first when CPU time is short. The main rows of the
-# short budget for every seed (mean +- std), the ablation for one seed, the long budget,
-# the probe of MAN++'s EMA momentum for every seed, the ablation's other seeds, then the
-# plateau budget.
-PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [0]),
-        ("short", "probe", [1, 2]), ("short", "rest", [1, 2]), ("plateau", "main", [0]),
-        ("short8", "main", [0]), ("short8", "main", [1, 2]), ("plateau", "main", [1, 2]),
-        ("short8", "slm", [0]), ("short", "slm", [0]), ("short8", "slm", [1, 2]),
-        ("short", "slm", [1, 2]),
-        ("short", "fidelity", [0, 1, 2]), ("short", "factors", [0, 1, 2]),
-        ("short", "fidelity_base", [0, 1, 2]), ("short", "fidelity_infopro", [0, 1, 2]),
-        # issue 15 (GPU): MAN++ under the reference preset for every seed, then DGL under
-        # it, then each of its details alone
-        ("plateau", "fidelity", [0, 1, 2]), ("plateau", "fidelity_base", [0, 1, 2]),
-        ("plateau", "factors", [0]), ("plateau", "factors", [1, 2]),
-        ("paper", "main", [0, 1, 2]), ("paper", "ablation", [0, 1, 2])]
-GROUPS = ("main", "probe", "slm", "fidelity", "fidelity_base", "factors",
-          "fidelity_infopro", "ablation")  # "rest": a budget's other methods
-
-
-def jobs(budget: str) -> List[tuple]:
-    """(budget, method, k, seed) in training order (see PLAN)."""
-    out = []
-    for name, group, seeds in PLAN:
-        if budget not in ("all", name):
-            continue
-        b = BUDGETS[name]
-        named = {m for g in GROUPS for m in b.get(g, [])}
-        methods = (b.get(group, []) if group in GROUPS
-                   else [m for m in b["methods"] if m not in named])
-        out += [(name, m, k, s) for s in seeds if s in b["seeds"] for k in b["ks"] for m in methods]
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed worker not yet reaped by its parent is a zombie: dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def claim(out: Path) -> bool:
-    """Atomically claim a run for this process; a claim left by a dead process is taken over."""
-    path = out.parent / f"{out.name}.claim"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
-                return False
-            path.unlink(missing_ok=True)  # stale: its process was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
-
-
-def release(out: Path) -> None:
-    (out.parent / f"{out.name}.claim").unlink(missing_ok=True)
-
-
-def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> Path:
-    """Where a run trains (runs/, not committed) or where its finished metrics are kept
-    (benchmarks/results/reproduce/, committed, so a later session on a fresh clone
-    skips it). A method the budget ``reuse``s is kept under the budget and K it names."""
-    if kept and method in BUDGETS[budget].get("reuse", {}):
-        budget, k = BUDGETS[budget]["reuse"][method]
-    spec, _, variant = method.partition("@")
-    name = spec.replace("+", "_") + (f"_lb{variant}" if variant == "channel" else
-                                     f"_{variant.replace('=', '_')}" if variant else "")
-    base = RESULTS / "reproduce" if kept else ROOT / "runs" / "reproduce"
-    return base / budget / f"{name}_K{k}_s{seed}"
-
-
-def split_variant(method: str) -> tuple:
-    """Options that change the math, after ``@``: ``dgl+manpp@channel`` -> lb ``channel``;
-    ``dgl+manpp@ema_momentum=0.95`` -> a TrainConfig field; ``infopro+manpp@decoder=conv_first``
-    -> a head option. Returns (spec, TrainConfig overrides, head options)."""
-    spec, _, variant = method.partition("@")
-    if not variant:
-        return spec, {}, {}
-    if "=" not in variant:
-        return spec, {"lb": variant}, {}
-    key, _, value = variant.partition("=")
-    if key == "preset":  # applied by _train over the budget's recipe
-        return spec, {"preset": value}, {}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key in fields:
-        kind = type(fields[key].default)
-        return spec, {key: kind(value) if kind in (int, float) else value}, {}
-    return spec, {}, {key: value}
-
-
-def finished(budget: str, method: str, k: int, seed: int) -> bool:
-    kept = run_dir(budget, method, k, seed, kept=True) / "summary.json"
-    return kept.is_file() and json.loads(kept.read_text())["epochs"] >= BUDGETS[budget]["epochs"]
+from bench_steps import git_rev  # benchmarks/ is on sys.path
+from fidelity_table import fidelity_lines
+from reproduce_plan import BUDGETS, RECIPE, RESULTS, finished, jobs, run_dir, split_variant
+from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
+from run_claims import SEGMENTS, claim, note_segment, release
 
 
 def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
@@ -270,23 +81,6 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
     for name in ("config.json", "metrics.csv", "summary.json", SEGMENTS):
         shutil.copyfile(out / name, kept / name)
     layerwise(out, kept, device)
-
-
-SEGMENTS = "segments.json"
-
-
-def note_segment(out: Path, device: str) -> None:
-    """Append where this (re)start trains to <run>/segments.json: a run may be started on
-    a GPU and finished on a CPU (it resumes bit-exactly only on the same kind of device)."""
-    path, ckpt = out / SEGMENTS, out / CHECKPOINT
-    segments = json.loads(path.read_text()) if path.is_file() else []
-    env, dev = environment(), resolve_device(device)
-    segments.append(dict(from_epoch=load_checkpoint(ckpt)["epoch"] if ckpt.is_file() else 0,
-                         device=dev.type, machine=env.get("gpu", "") if dev.type == "cuda"
-                         else f"{env['machine']} CPU, {env['cpu_threads']} thread(s)",
-                         torch=env["torch"], date=str(datetime.date.today())))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(segments, indent=1) + "\n")
 
 
 def devices_line(budget: str) -> List[str]:
@@ -337,10 +131,6 @@ def layerwise_missing(device: str) -> None:
 def _rows(run: Path) -> List[Dict[str, float]]:
     with open(run / "metrics.csv") as f:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-# the recipe of every budget unless it names its own (``recipe``)
-RECIPE = dict(batch_size=128, lr=0.1, warmup_epochs=0.0, lr_schedule="cosine")
 
 
 def recipe_text(b: dict) -> str:
@@ -418,150 +208,6 @@ def write_section(budget: str, command: str) -> None:
     lines += layerwise_section(budget)
     lines += why_lines(budget, by_seed)
     atomic_write_text(section, "\n".join(lines) + "\n")  # several workers rewrite it
-
-
-
-
-def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path) -> None:
-    """One line per label, distinct colours (tab20), the legend beside the axes."""
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    colors = plt.get_cmap("tab20").colors
-    for i, (label, (x, y)) in enumerate(series.items()):
-        ax.plot(x, y, marker="o", color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def paired_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
-    """MAN++ (or a variant) minus its base method, seed by seed: the same seed gives both
-    the same initial backbone and data order, so the paired difference is the test.
-    ``by_seed[method][seed]`` is the test accuracy after each epoch."""
-    out = ["", "Paired by seed. Verdict: \"better\" / \"worse\" when a two-sided paired t-test "
-           "rejects a zero mean difference at 5%, else \"within noise\" (one seed: no verdict).",
-           "",
-           "| MAN++ vs its base, same seeds | final, per seed (points) | final, mean +- std "
-           "| verdict | mean difference after each epoch |", "|---|---|---|---|---|"]
-    for method, seeds in by_seed.items():
-        base = method.split("+")[0]
-        if method == base or base not in by_seed or base == "e2e":
-            continue
-        common = sorted(set(seeds) & set(by_seed[base]))
-        if not common:
-            continue
-        diffs = [seeds[s][-1] - by_seed[base][s][-1] for s in common]
-        spread = f" +- {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-        epochs = min(len(seeds[s]) for s in common)
-        by_epoch = [statistics.mean(seeds[s][e] - by_seed[base][s][e] for s in common)
-                    for e in range(epochs)]
-        mean = statistics.mean(diffs)
-        if len(diffs) < 2:
-            verdict = "one seed"
-        elif rejects_zero(diffs):
-            verdict = "better" if mean > 0 else "worse"
-        else:
-            verdict = "within noise"
-        out.append(f"| {method} - {base} | {', '.join(f'{d:+.2f}' for d in diffs)} | "
-                   f"{mean:+.2f}{spread} | {verdict} ({sum(d > 0 for d in diffs)} of "
-                   f"{len(diffs)} seeds up) | "
-                   f"{', '.join(f'{d:+.2f}' for d in by_epoch)} |")
-    return out if len(out) > 5 else []
-
-
-def kept_heads(budget: str) -> Dict[str, List[dict]]:
-    """The kept ``heads.json`` of every run of a budget, by method, each with its seed."""
-    b = BUDGETS[budget]
-    out: Dict[str, List[dict]] = {}
-    for k in b["ks"]:
-        for method in b["methods"]:
-            for seed in b["seeds"]:
-                path = run_dir(budget, method, k, seed, kept=True) / "heads.json"
-                if path.is_file():
-                    out.setdefault(method, []).append(dict(json.loads(path.read_text()), seed=seed))
-    return out
-
-
-def layerwise_section(budget: str) -> List[str]:
-    """Mean test accuracy of each block's classifier over the seeds kept, per method,
-    as a table and a plot (the papers' layer-wise view of what each block learned)."""
-    per_method = {m: runs for m, runs in kept_heads(budget).items() if m != "e2e"}
-    if not per_method:
-        return []
-    k = max(len(r[0]["test_acc"]) for r in per_method.values())
-    lines = ["", "Test accuracy (%) of each block's own classifier (its auxiliary head; the "
-             "last block: the network), mean over the seeds with a kept checkpoint "
-             "(`locallearn eval --heads`). \"-\": a head without class scores. Scale s: "
-             "MAN++'s learned mix (init 1). EMA lag: ||EMA copy - its unit|| / ||unit|| "
-             "at the end of training.", "",
-             "| method | seeds | " + " | ".join(f"b{j}" for j in range(k)) + " | mean scale s | mean EMA lag |",
-             "|---|---|" + "---|" * k + "---|---|"]
-    series = {}
-    for method, runs in per_method.items():
-        means: List[float] = []
-        cells = []
-        for j in range(k):
-            vals = [r["test_acc"][j] for r in runs if r["test_acc"][j] is not None]
-            means.append(100 * statistics.mean(vals) if vals else float("nan"))
-            cells.append(f"{means[-1]:.1f}" if vals else "-")
-        scales = [v for r in runs for v in r["bridge_scale"] if v is not None]
-        scale = f"{statistics.mean(scales):.2f}" if scales else "-"
-        lag_vals = [v for r in runs for v in r.get("ema_lag", []) if v is not None]
-        lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
-        seeds = ", ".join(str(r["seed"]) for r in runs)
-        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")
-        series[f"{method} ({len(runs)} seeds)"] = (list(range(k)), means)
-    line_plot(series, "block", "test accuracy of the block's classifier (%)",
-              f"Layer-wise accuracy, ResNet-32 K={k} ({budget})", RESULTS / f"layerwise_{budget}.png")
-    return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]
-
-
-def why_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
-    """The issue's checklist for "MAN++ does not beat its base": the scale's weight decay,
-    the EMA momentum, the EMA initialisation, the loss weights, each answered from this
-    budget's numbers (no number typed by hand)."""
-    b = BUDGETS[budget]
-    if not {"dgl", "dgl+manpp"} <= by_seed.keys():
-        return []
-    cfg = TrainConfig()
-    samples = b["limit_train"] or 60000
-    recipe = {**RECIPE, **b.get("recipe", {})}
-    steps = b["epochs"] * -(-samples // recipe["batch_size"])
-    paper_steps = 400 * -(-50000 // 1024)  # MAN++: 400 epochs of CIFAR-10 at batch 1024
-    half_life = math.log(0.5) / math.log(cfg.ema_momentum)
-    decay = (1 - recipe["lr"] * cfg.weight_decay) ** steps
-    heads = {m: runs for m, runs in kept_heads(budget).items() if m in ("dgl", "dgl+manpp")}
-    scales = [v for r in heads.get("dgl+manpp", []) for v in r["bridge_scale"] if v is not None]
-    out = ["", f"Checks for why DGL+MAN++ does or does not beat DGL at this budget:", "",
-           f"- Loss weights: DGL and DGL+MAN++ train every block on the same unweighted "
-           f"cross-entropy of its head; there is no weight that differs between them.",
-           f"- The scale's weight decay alone would multiply s by (1 - lr*wd)^steps >= "
-           f"{decay:.4f} over the {steps} steps of a run (lr <= {recipe['lr']:g}, wd {cfg.weight_decay:g})"
-           + (f"; the learned s end between {min(scales):.2f} and {max(scales):.2f}, so the "
-              f"decay does not shut the learnable branch off." if scales else ".")]
-    probe = [m for m in b["methods"] if "@ema_momentum=" in m]
-    out.append(f"- EMA momentum {cfg.ema_momentum}: a half-life of {half_life:.0f} steps, "
-               f"{100 * half_life / steps:.1f}% of this run against "
-               f"{100 * half_life / paper_steps:.1f}% of the papers' {paper_steps} steps."
-               + (f" The probe `{probe[0]}` gives the EMA about the papers' share; see its "
-                  f"row in the paired table." if probe else ""))
-    if "dgl+manpp@bridge_init=random" in b["methods"]:
-        out.append("- EMA initialisation: the copies start equal to the unit (the paper's "
-                   "intent); `dgl+manpp@bridge_init=random` starts them freshly initialised "
-                   "as the reference code does; see its row in the paired table.")
-    for method, runs in heads.items():
-        k = len(runs[0]["test_acc"])
-        mean = [statistics.mean(r["test_acc"][j] for r in runs) for j in range(k)]
-        best = max(range(k - 1), key=lambda j: mean[j])
-        out.append(f"- Layer-wise, {method} ({len(runs)} seed(s)): its best head is block "
-                   f"{best}'s ({100 * mean[best]:.1f}%), the network itself "
-                   f"{100 * mean[-1]:.1f}%"
-                   + (": the last block, one unit and a linear classifier, ends below "
-                      "the heads before it." if mean[-1] < mean[best] else "."))
-    return out
 
 
 def command(budget: str) -> str:

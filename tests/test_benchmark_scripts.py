@@ -5,8 +5,10 @@ MB = 2 ** 20
 
 
 def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, monkeypatch):
+    import sys
+
     rep = bench_script("reproduce")
-    monkeypatch.setattr(rep, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys.modules["reproduce_plan"], "RESULTS", tmp_path)  # where run_dir keeps
     assert rep.devices_line("plateau") == []  # nothing kept: nothing to say
     run = rep.run_dir("plateau", "dgl+manpp", 16, 1, kept=True)
     run.mkdir(parents=True)
