@@ -191,3 +191,27 @@ def test_kept_heads_are_computed_once_in_each_bench_layout(bench_script, tmp_pat
     assert cols["bridge_scale"] == [rows[0]["bridge_scale"]] and len(cols["ema_lag"]) == 1
     (kept / "heads.json").write_text('{"kept": 1}')
     assert kr.keep_heads(out, kept) == {"kept": 1}  # computed once: a kept file is read back
+
+
+def test_sr_heads_keep_their_psnr_layout(bench_script, tmp_path, monkeypatch):
+    """bench_sr's heads.json through the shared writer: one row per block with its PSNR,
+    the last the network's own (as the run's summary says)."""
+    from test_sr_cli import _train
+    from test_sr_data import write_png
+
+    root = tmp_path / "sr"
+    for i in range(2):
+        write_png(root / "train" / f"t{i}.png", 40, 36, seed=i)
+    write_png(root / "test" / "a.png", 40, 40, seed=7)
+    write_png(root / "test" / "b.png", 36, 44, seed=8)  # another size: one image at a time
+    out, kept = tmp_path / "run", tmp_path / "kept"
+    assert _train(str(root), out, "slm+manpp", 3) == 0
+    kept.mkdir()
+    (kept / "summary.json").write_text((out / "summary.json").read_text())
+    sr = bench_script("bench_sr")
+    monkeypatch.setattr(sr, "run_dirs", lambda *job: (out, kept))
+    rows = sr.head_scores(2, "slm+manpp", 3, 0)
+    assert [(r["block"], set(r)) for r in rows] == [(j, {"block", "units", "psnr"}) for j in range(3)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(rows[-1]["psnr"] - summary["final_test_psnr"]) < 1e-4
+    assert json.loads((kept / "heads.json").read_text()) == rows
