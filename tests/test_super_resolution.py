@@ -11,7 +11,8 @@ from locallearn import LocalNet
 from locallearn.errors import ConfigError
 from locallearn.nets import create_model
 from locallearn.tasks import get_task
-from locallearn.tasks.sr_metrics import SRMetric, psnr_ssim, to_y
+from locallearn.tasks.sr_metrics import SRMetric, psnr_ssim
+from locallearn.tasks.sr_rules import to_y
 
 
 def _model(scale=2, name="edsr_tiny"):

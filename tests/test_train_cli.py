@@ -193,6 +193,20 @@ def test_cli_entry_point_has_no_traceback(tmp_path):
     assert "unknown method 'nope'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_start_up_leaves_the_heavy_optional_libraries_unloaded():
+    """`locallearn --help`, `list` and every rank of a job start without torchmetrics, timm or
+    matplotlib (about 3 of the 9 s a process took to start on a 2-core machine); they load
+    when a metric, a timm model or a plot is made."""
+    code = ("import sys, locallearn, locallearn.cli; "
+            "from locallearn import create_model; create_model('resnet20', num_classes=4); "
+            "print(sorted(m for m in ('torchmetrics', 'timm', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    from locallearn import list_models
+    assert {"timm:vit_tiny_patch16_224", "retinanet_resnet18"} <= set(list_models())
+
+
 def test_amp_bf16_on_cpu_and_fp16_needs_cuda(tmp_path, capsys):
     s = fit(_cfg(tmp_path, "bf16", amp="bf16", epochs=1), progress=False)
     assert s["epochs"] == 1 and 0.0 <= s["final_test_acc"] <= 1.0

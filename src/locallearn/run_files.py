@@ -14,7 +14,6 @@ from .checkpoint import atomic_write_text
 from .config import TrainConfig
 from .data import ImageData
 from .local_net import LocalNet
-from .plots import plot_runs
 from .tasks import Task, get_task
 
 
@@ -73,5 +72,7 @@ def write_run_files(cfg: TrainConfig, net: LocalNet, rows: List[Dict[str, Any]],
     write_metrics(out / "metrics.csv", rows, metric_fields(net.task))
     summary = {k: _finite(v) for k, v in summarize(cfg, net, rows, wall, device, data).items()}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    from .plots import plot_runs  # matplotlib: loaded when a run first draws its curves
+
     plot_runs({f"{net.spec} K={net.k}": rows}, out / "curves.png",
               title=f"{cfg.model} on {cfg.dataset}", metric=f"test_{net.task.primary}")

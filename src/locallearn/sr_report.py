@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .local_net import LocalNet
 from .tasks import Task
-from .tasks.sr_metrics import prepare, psnr_ssim
+from .tasks.sr_metrics import psnr_ssim
+from .tasks.sr_rules import prepare
 
 CROP = 96  # side of a crop in high-resolution pixels (smaller images: their shorter side)
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from ..tasks.sr_metrics import RULES, border
+from ..tasks.sr_rules import RULES, border
 from .folder import sample_seed
 from .loader import EpochBatches
 

@@ -1,7 +1,8 @@
 """timm VisionTransformer as units (optional: registered only when timm is installed)."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import importlib.util
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -10,11 +11,21 @@ from .adapters import register_adapter, to_unitnet
 from .registry import MODELS
 from .units import UnitNet
 
-try:
-    import timm
+if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
-except ImportError:  # pragma: no cover - timm is an optional dependency
-    timm = None
+
+# timm is imported only when one of its models is built or wrapped (it costs about half a
+# second of every process's start-up); its names are registered when it is installed
+HAVE_TIMM = importlib.util.find_spec("timm") is not None
+
+
+def _is_timm_vit(m: nn.Module) -> bool:
+    """A timm VisionTransformer (or subclass); timm is loaded only for a timm module."""
+    if not any(c.__module__.startswith("timm.") for c in type(m).__mro__):
+        return False
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(m, VisionTransformer)
 
 
 class TimmVitStem(nn.Module):
@@ -55,12 +66,14 @@ def _timm_vit(m: "VisionTransformer") -> Tuple[List[nn.Module], List[str], str]:
 
 VITS = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
 
-if timm is not None:
-    register_adapter("timm VisionTransformer", lambda m: isinstance(m, VisionTransformer), _timm_vit)
+if HAVE_TIMM:
+    register_adapter("timm VisionTransformer", _is_timm_vit, _timm_vit)
 
     def _register(name: str) -> None:
         def build(num_classes: int = 1000, in_chans: int = 3,
                   image_size: Optional[Tuple[int, int]] = None) -> UnitNet:
+            import timm
+
             size = tuple(image_size) if image_size else (224, 224)
             m = timm.create_model(name, pretrained=False, num_classes=num_classes,
                                   in_chans=in_chans, img_size=size)

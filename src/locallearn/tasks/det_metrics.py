@@ -16,7 +16,6 @@ import math
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
-from torchmetrics.detection import MeanAveragePrecision
 
 from ..errors import ConfigError, ConfigTypeError
 
@@ -145,6 +144,9 @@ class DetectionMetric:
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        # imported here: torchmetrics costs about 2 s of every process's start-up
+        from torchmetrics.detection import MeanAveragePrecision
+
         self._map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox",
                                          backend="faster_coco_eval", **kwargs)
         # COCO scores each image's 100 best detections (maxDets 100); torchvision keeps up

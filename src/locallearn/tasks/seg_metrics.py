@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Dict, Union
 
 import torch
-from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..errors import ConfigError
 
@@ -59,6 +58,8 @@ class SegmentationMetrics:
         self.device = torch.device(device)
         # average="macro" is what the metric would report by itself; compute() below reads
         # only its accumulated confusion matrix, so all three numbers share one bincount.
+        from torchmetrics.classification import MulticlassJaccardIndex  # see det_metrics
+
         self._jaccard = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index).to(self.device)
 
     def reset(self) -> None:

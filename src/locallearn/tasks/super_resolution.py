@@ -4,12 +4,12 @@ The registered instance knows no scale; ``for_model`` gives the one bound to a n
 upscaling factor (its predictor upsamples by it, its targets must be that much larger)
 and ``for_data`` the one bound to a dataset's evaluation rule (Y channel with a
 ``scale`` border on benchmark-style sets, RGB with ``scale + 6`` on DIV2K:
-``sr_metrics``). Networks output RGB in [0, 1] (EDSR adds its mean shift back itself).
+``sr_rules``). Networks output RGB in [0, 1] (EDSR adds its mean shift back itself).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,10 @@ from torch import nn
 
 from ..errors import ConfigError, ConfigTypeError
 from .base import TASKS, Task
-from .sr_metrics import RULES, SRMetric
+from .sr_rules import RULES
+
+if TYPE_CHECKING:
+    from .sr_metrics import SRMetric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +94,9 @@ class SuperResolution(Task):
     def predict(self, output: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         return output.clamp(0.0, 1.0)
 
-    def metric(self, num_classes: int, device: torch.device) -> SRMetric:
+    def metric(self, num_classes: int, device: torch.device) -> "SRMetric":
+        from .sr_metrics import SRMetric  # torchmetrics: imported when a metric is made
+
         return SRMetric(self._scale(), self.rule).to(device)
 
     def example_target(self, batch: int, size: Tuple[int, int], num_classes: int,
