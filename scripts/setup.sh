@@ -57,7 +57,8 @@ case "${1:-}" in
     # the library never downloads unless asked: ask only when the data is nowhere here
     if need_data demo; then set -- --download "$@"; fi
     exec "$VENV/bin/locallearn" demo "$@" ;;
-  test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  # one test process per logical CPU (the tests use one thread each); "-n 0" runs them in one
+  test) shift; exec "$VENV/bin/python" -m pytest -q -n logical "$@" ;;
   "") echo "setup: done. Activate with: source $VENV/bin/activate" ;;
   *) echo "setup: unknown task '$1' (choose from: demo, test)" >&2; exit 2 ;;
 esac
