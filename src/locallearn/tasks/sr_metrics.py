@@ -24,6 +24,7 @@ from torchmetrics.functional.image import (peak_signal_noise_ratio,
 from ..errors import check_choice
 from .sr_rules import RULES, prepare
 
+
 def psnr_ssim(output: torch.Tensor, target: torch.Tensor, scale: int,
               rule: str = "y") -> "tuple[torch.Tensor, torch.Tensor]":
     """Per-image PSNR (dB) and SSIM of ``output`` against ``target`` (both [B, C, H, W] in
