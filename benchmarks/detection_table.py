@@ -12,6 +12,7 @@ from bench_detection import (BUDGET, FAMILIES, MEMORY_JSON, METHODS, RESULTS, SE
                              TABLE_IV, run_dirs)
 from bench_segmentation import _stat
 from fidelity_table import verdict
+from kept_runs import read_heads
 from locallearn.checkpoint import atomic_write_text
 
 COLS = ("map", "map_50", "map_75")
@@ -142,11 +143,8 @@ def heads_lines() -> List[str]:
     for family in FAMILIES:
         e2e = kept_maps(family, "e2e")
         for method in METHODS[1:]:
-            runs = {}
-            for seed in SEEDS:
-                p = run_dirs(family, method, seed)[1] / "heads.json"
-                if p.is_file():
-                    runs[seed] = [r["test_map"] for r in json.loads(p.read_text())]
+            kept = read_heads({s: run_dirs(family, method, s)[1] for s in SEEDS})
+            runs = {s: [r["test_map"] for r in rows] for s, rows in kept.items()}
             if not runs:
                 continue
             mean = [100 * statistics.fmean(col) for col in zip(*runs.values())]

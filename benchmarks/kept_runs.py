@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -64,6 +64,13 @@ def keep_heads(out: Path, kept: Path, device: str = "cpu", *, batch_size: Option
     keep = layout(rows) if layout else rows
     atomic_write_text(path, json.dumps(keep, indent=1) + "\n")
     return keep
+
+
+def read_heads(kept_dirs: Mapping[Any, Path]) -> Dict[Any, Any]:
+    """The kept ``heads.json`` of each run folder that has one, under the key it came with
+    (a seed), in the layout its bench wrote."""
+    return {key: json.loads((d / "heads.json").read_text())
+            for key, d in kept_dirs.items() if (d / "heads.json").is_file()}
 
 
 def _stoppable(work: Callable[[], None]) -> int:

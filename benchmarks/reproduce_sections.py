@@ -3,7 +3,6 @@ paired by seed, the layer-wise accuracy of each block's head, and the checks for
 MAN++ does or does not beat DGL; plus the line plot they share."""
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -17,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from locallearn import TrainConfig  # noqa: E402
 
 from fidelity_table import rejects_zero  # noqa: E402  (benchmarks/ is on sys.path)
+from kept_runs import read_heads  # noqa: E402
 from reproduce_plan import BUDGETS, RECIPE, RESULTS, run_dir  # noqa: E402
 
 
@@ -76,10 +76,9 @@ def kept_heads(budget: str) -> Dict[str, List[dict]]:
     out: Dict[str, List[dict]] = {}
     for k in b["ks"]:
         for method in b["methods"]:
-            for seed in b["seeds"]:
-                path = run_dir(budget, method, k, seed, kept=True) / "heads.json"
-                if path.is_file():
-                    out.setdefault(method, []).append(dict(json.loads(path.read_text()), seed=seed))
+            kept = read_heads({s: run_dir(budget, method, k, s, kept=True) for s in b["seeds"]})
+            for seed, heads in kept.items():
+                out.setdefault(method, []).append(dict(heads, seed=seed))
     return out
 
 
@@ -134,8 +133,8 @@ def why_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]]) -> List[s
     heads = {m: runs for m, runs in kept_heads(budget).items() if m in ("dgl", "dgl+manpp")}
     scales = [v for r in heads.get("dgl+manpp", []) for v in r["bridge_scale"] if v is not None]
     out = ["", "Checks for why DGL+MAN++ does or does not beat DGL at this budget:", "",
-           f"- Loss weights: DGL and DGL+MAN++ train every block on the same unweighted "
-           f"cross-entropy of its head; there is no weight that differs between them.",
+           "- Loss weights: DGL and DGL+MAN++ train every block on the same unweighted "
+           "cross-entropy of its head; there is no weight that differs between them.",
            f"- The scale's weight decay alone would multiply s by (1 - lr*wd)^steps >= "
            f"{decay:.4f} over the {steps} steps of a run (lr <= {recipe['lr']:g}, wd {cfg.weight_decay:g})"
            + (f"; the learned s end between {min(scales):.2f} and {max(scales):.2f}, so the "

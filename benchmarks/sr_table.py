@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from bench_sr import (BUDGET, LARGE, MEMORY_JSON, MODEL, PATCHES, RESULTS, ROWS_X2,
                       SEEDS, STEPS_JSON, best_local, dataset, kept_summary, run_dirs)
+from kept_runs import read_heads
 from locallearn.checkpoint import atomic_write_text
 
 MB = 2.0 ** 20
@@ -35,11 +36,8 @@ def bicubic(scale: int) -> Dict[str, float]:
 
 def heads_text(scale: int, method: str, k: int) -> str:
     """Each block's own predictor's PSNR, mean over the seeds that have heads.json."""
-    per_seed = []
-    for s in SEEDS:
-        path = run_dirs(scale, method, k, s)[1] / "heads.json"
-        if path.is_file():
-            per_seed.append([r["psnr"] for r in json.loads(path.read_text())])
+    kept = read_heads({s: run_dirs(scale, method, k, s)[1] for s in SEEDS})
+    per_seed = [[r["psnr"] for r in rows] for rows in kept.values()]
     if not per_seed or k == 1:
         return "-"
     return " / ".join(f"{statistics.fmean(col):.2f}" for col in zip(*per_seed))

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence
 
 import trust_fixtures as fx
 from trust_case_list import CASES
-from trust_checks import Case, Outcome, user_mistake  # noqa: F401  (the tests read them here)
+from trust_checks import Case, Outcome
 
 
 # ---- running

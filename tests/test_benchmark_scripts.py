@@ -191,6 +191,8 @@ def test_kept_heads_are_computed_once_in_each_bench_layout(bench_script, tmp_pat
     assert cols["bridge_scale"] == [rows[0]["bridge_scale"]] and len(cols["ema_lag"]) == 1
     (kept / "heads.json").write_text('{"kept": 1}')
     assert kr.keep_heads(out, kept) == {"kept": 1}  # computed once: a kept file is read back
+    # the tables' one reader: the kept file of each run that has one, under its seed
+    assert kr.read_heads({0: kept, 1: tmp_path / "no-run", 2: out}) == {0: {"kept": 1}}
 
 
 def test_sr_heads_keep_their_psnr_layout(bench_script, tmp_path, monkeypatch):

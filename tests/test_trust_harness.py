@@ -3,7 +3,11 @@ import json
 
 
 def _outcome(tc, tmp_path, rc=2, stderr="locallearn: error: bad thing\n", stdout="", hang=False, **kw):
-    return tc.Outcome(rc=rc, stdout=stdout, stderr=stderr, hang=hang, w=tmp_path, f=tmp_path, **kw)
+    # Outcome lives in trust_checks; trust_cases imports it (and loading it puts
+    # benchmarks/ on the path, so the import below finds trust_checks)
+    from trust_checks import Outcome
+
+    return Outcome(rc=rc, stdout=stdout, stderr=stderr, hang=hang, w=tmp_path, f=tmp_path, **kw)
 
 
 def _case(tc, case_id):
@@ -13,15 +17,17 @@ def _case(tc, case_id):
 
 def test_user_mistake_needs_exit_2_one_line_and_no_traceback(bench_script, tmp_path):
     tc = bench_script("trust_cases")
-    assert tc.user_mistake(_outcome(tc, tmp_path)) is None
+    from trust_checks import user_mistake
+
+    assert user_mistake(_outcome(tc, tmp_path)) is None
     usage = "usage: locallearn train [-h] [--model MODEL]\n           [--out OUT]\nlocallearn train: error: x\n"
-    assert tc.user_mistake(_outcome(tc, tmp_path, stderr=usage)) is None  # argparse's usage aside
+    assert user_mistake(_outcome(tc, tmp_path, stderr=usage)) is None  # argparse's usage aside
     tb = "Traceback (most recent call last):\n  File \"x.py\", line 1\nIndexError: list index out of range\n"
-    assert "traceback" in tc.user_mistake(_outcome(tc, tmp_path, rc=1, stderr=tb))
-    assert "exit 0" in tc.user_mistake(_outcome(tc, tmp_path, rc=0, stderr=""))
+    assert "traceback" in user_mistake(_outcome(tc, tmp_path, rc=1, stderr=tb))
+    assert "exit 0" in user_mistake(_outcome(tc, tmp_path, rc=0, stderr=""))
     two = "locallearn: error: a\nlocallearn: error: b\n"
-    assert "2 lines" in tc.user_mistake(_outcome(tc, tmp_path, stderr=two))
-    assert tc.user_mistake(_outcome(tc, tmp_path, rc=None, hang=True)) == "hang"
+    assert "2 lines" in user_mistake(_outcome(tc, tmp_path, stderr=two))
+    assert user_mistake(_outcome(tc, tmp_path, rc=None, hang=True)) == "hang"
 
 
 def test_export_onto_a_file_is_bad_when_the_file_changed(bench_script, tmp_path):
