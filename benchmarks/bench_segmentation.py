@@ -211,7 +211,7 @@ def write_section() -> None:
     if mem_path.is_file():
         m = json.loads(mem_path.read_text())
         spec = m["spec"]
-        lines += ["", f"### Memory of a step, DeepLabV3 / V3+ at a Cityscapes-like crop", "",
+        lines += ["", "### Memory of a step, DeepLabV3 / V3+ at a Cityscapes-like crop", "",
                   f"{spec['batch_size']} x {spec['in_chans']}x{spec['image_size']}x"
                   f"{spec['image_size']}, {spec['num_classes']} classes, `infopro+manpp` K=2 vs "
                   f"E2E; the step meter's total (parameters and buffers, the largest block's "
