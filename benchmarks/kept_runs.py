@@ -73,7 +73,7 @@ def read_heads(kept_dirs: Mapping[Any, Path]) -> Dict[Any, Any]:
             for key, d in kept_dirs.items() if (d / "heads.json").is_file()}
 
 
-def _stoppable(work: Callable[[], None]) -> int:
+def stoppable(work: Callable[[], None]) -> int:
     """Run ``work``; a signal that stopped its run (which checkpointed first) is one line and
     its exit code, not a traceback."""
     from locallearn.stop import Stopped
@@ -90,7 +90,7 @@ def in_workers(n: int, work: Callable[[], None]) -> None:
     """Run ``work`` in ``n`` forked processes of one CPU thread each (they share the run list
     through claims), or here when ``n`` <= 1; returns when all are done."""
     if n <= 1:
-        code = _stoppable(work)
+        code = stoppable(work)
         if code:
             raise SystemExit(code)
         return
@@ -99,7 +99,7 @@ def in_workers(n: int, work: Callable[[], None]) -> None:
         pid = os.fork()
         if pid == 0:
             torch.set_num_threads(1)
-            os._exit(_stoppable(work))
+            os._exit(stoppable(work))
         pids.append(pid)
         time.sleep(2)  # let each claim its first run in turn
     for pid in pids:

@@ -38,6 +38,7 @@ from locallearn.measure.bench import environment
 from locallearn.presets import apply_preset
 
 from bench_steps import git_rev  # benchmarks/ is on sys.path
+from kept_runs import stoppable
 from fidelity_table import fidelity_lines
 from reproduce_plan import BUDGETS, RECIPE, RESULTS, finished, jobs, run_dir, split_variant
 from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
@@ -256,13 +257,17 @@ def main() -> None:
         for p in procs:
             p.wait()
     elif not a.table_only:
-        for budget, method, k, seed in jobs(a.budget):
-            if a.seeds is not None and seed not in a.seeds:
-                continue
-            if a.only is not None and method not in a.only.split(","):
-                continue
-            if train_one(budget, method, k, seed, a.device):
-                write_section(budget, command(budget))
+        def train_all() -> None:
+            for budget, method, k, seed in jobs(a.budget):
+                if a.seeds is not None and seed not in a.seeds:
+                    continue
+                if a.only is not None and method not in a.only.split(","):
+                    continue
+                if train_one(budget, method, k, seed, a.device):
+                    write_section(budget, command(budget))
+        code = stoppable(train_all)  # a stop signal: one line (the run checkpointed), no traceback
+        if code:
+            raise SystemExit(code)
     for budget in (sorted(BUDGETS) if a.budget == "all" else [a.budget]):
         write_section(budget, command(budget))
 

@@ -217,3 +217,26 @@ def test_sr_heads_keep_their_psnr_layout(bench_script, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert abs(rows[-1]["psnr"] - summary["final_test_psnr"]) < 1e-4
     assert json.loads((kept / "heads.json").read_text()) == rows
+
+
+def test_a_stopped_benchmark_run_is_one_line_and_its_exit_code(bench_script, capsys):
+    """SIGTERM to a bench's trainers: the run checkpointed, so the worker says so in one
+    line and exits 128 + signal, with no traceback; other errors still raise."""
+    import pytest
+
+    from locallearn.stop import Stopped
+
+    kr = bench_script("kept_runs")
+
+    def stopped() -> None:
+        raise Stopped(15, "stopped by SIGTERM; checkpoint at epoch 2 batch 156 in runs/x")
+
+    assert kr.stoppable(stopped) == 143
+    assert capsys.readouterr().out == "== stopped by SIGTERM; checkpoint at epoch 2 batch 156 in runs/x\n"
+    assert kr.stoppable(lambda: None) == 0
+
+    def broken() -> None:
+        raise ValueError("not a stop")
+
+    with pytest.raises(ValueError, match="not a stop"):
+        kr.stoppable(broken)
