@@ -63,10 +63,6 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
     if "fidelity" not in budget or not {"e2e", "dgl", "dgl+manpp"} <= by_seed.keys():
         return []
     e2e, dgl = _final(by_seed["e2e"]), _final(by_seed["dgl"])
-    dgl_ref: Optional[Dict[int, float]] = None
-    ref_key = next(iter(budget.get("fidelity_base", [])), None)
-    if ref_key in by_seed:
-        dgl_ref = _final(by_seed[ref_key])
     out = ["", "### Fidelity: which reference detail moves the gap share (issue 15)", "",
            "Each row's share of the DGL -> E2E gap is computed seed by seed, "
            "(acc - DGL) / (E2E - DGL) with that seed's DGL and E2E, then averaged; "
@@ -92,19 +88,36 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
         out.append(f"| `{method}` | {WHAT.get(method, '')} | {len(acc)} | "
                    f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)} | {diff} |")
     out += _reading(by_seed, e2e, dgl, budget)
-    if dgl_ref is not None:
-        out += ["", f"DGL under the same preset (`{ref_key}`: heads redrawn, 8x8 pooling): "
-                f"{_mean_sd(list(dgl_ref.values()))} % over {len(dgl_ref)} seed(s), minus "
-                f"today's DGL {_mean_sd([dgl_ref[s] - dgl[s] for s in dgl_ref if s in dgl], '{:+.2f}')} "
-                "points."]
-        pre = "dgl+manpp@preset=manpp-cifar-dgl"
-        if pre in by_seed:
-            shares = _shares(_final(by_seed[pre]), dgl_ref, e2e)
-            if shares:
-                out.append(f"Gap share of the preset's DGL+MAN++ against the preset's own "
-                           f"DGL: {_mean_sd(shares)}.")
+    for ref_key in budget.get("fidelity_base", []):
+        out += _own_base_lines(ref_key, by_seed, e2e)
     if unfinished is not None and run_name is not None:
         out += _unfinished_lines(budget, by_seed, unfinished, run_name)
+    return out
+
+
+# what each preset changes in its base method's heads (the bridge is MAN++'s)
+BASE_WHAT = {"dgl": "heads redrawn, 8x8 pooling",
+             "infopro": "2c2f CE heads, stage weights, head 0 1c2f SupCon"}
+
+
+def _own_base_lines(ref_key: str, by_seed: Dict[str, Dict[int, List[float]]],
+                    e2e: Dict[int, float]) -> List[str]:
+    """The base method under a preset (e.g. ``dgl@preset=...``) beside today's, and the
+    gap share of the preset's MAN++ against that base: the preset's own heads on both
+    sides, so the share is the bridge's alone."""
+    family, _, variant = ref_key.partition("@")
+    if ref_key not in by_seed or family not in by_seed:
+        return []
+    ref, today, name = _final(by_seed[ref_key]), _final(by_seed[family]), family.upper()
+    name = {"INFOPRO": "InfoPro"}.get(name, name)
+    out = ["", f"{name} under the same preset (`{ref_key}`: {BASE_WHAT.get(family, variant)}): "
+           f"{_mean_sd(list(ref.values()))} % over {len(ref)} seed(s), minus today's {name} "
+           f"{_mean_sd([ref[s] - today[s] for s in ref if s in today], '{:+.2f}')} points."]
+    pre = f"{family}+manpp@{variant}"
+    shares = _shares(_final(by_seed[pre]), ref, e2e) if pre in by_seed else []
+    if shares:
+        out.append(f"Gap share of the preset's {name}+MAN++ against the preset's own "
+                   f"{name}: {_mean_sd(shares)}.")
     return out
 
 

@@ -31,13 +31,17 @@ BUDGETS = {
                            "dgl+manpp@ema_timing=before-step",
                            "dgl+manpp@bridge_init=reference",
                            "dgl+manpp@head_init=reference",
-                           "infopro+manpp@preset=manpp-cifar-infopro"],
+                           "infopro+manpp@preset=manpp-cifar-infopro",
+                           "infopro@preset=manpp-cifar-infopro"],
                   # the feature-bank paper's aux nets beside DGL and InfoPro (issue 14)
                   slm=["slm", "slm+manpp"],
                   # issue 15 on the CPU: the reference preset's details, all at once, the
                   # DGL base under it, each detail alone, then InfoPro's preset
                   fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
-                  fidelity_base=["dgl@preset=manpp-cifar-dgl"],
+                  # each preset's own base: its heads without the bridge (the fair base
+                  # of the preset's MAN++: the InfoPro preset changes InfoPro's heads too)
+                  fidelity_base=["dgl@preset=manpp-cifar-dgl",
+                                 "infopro@preset=manpp-cifar-infopro"],
                   factors=["dgl+manpp@ema_timing=before-step",
                            "dgl+manpp@bridge_init=reference",
                            "dgl+manpp@head_init=reference"],

@@ -60,6 +60,30 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "ema_timing" not in text  # no finished run: no row
 
 
+def test_fidelity_table_compares_each_preset_with_its_own_base(bench_script):
+    tab = bench_script("fidelity_table")
+    budget = dict(seeds=[0, 1], epochs=1, fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
+                  fidelity_base=["dgl@preset=manpp-cifar-dgl", "infopro@preset=manpp-cifar-infopro"],
+                  fidelity_infopro=["infopro+manpp@preset=manpp-cifar-infopro"])
+    by_seed = {"e2e": {0: [90], 1: [90]}, "dgl": {0: [80], 1: [80]},
+               "dgl+manpp": {0: [85], 1: [85]}, "infopro": {0: [70], 1: [70]},
+               "infopro+manpp": {0: [72], 1: [72]},
+               "dgl@preset=manpp-cifar-dgl": {0: [81], 1: [79]},
+               "infopro@preset=manpp-cifar-infopro": {0: [66], 1: [68]},
+               "infopro+manpp@preset=manpp-cifar-infopro": {0: [78], 1: [79]}}
+    lines = tab.fidelity_lines(budget, by_seed)
+    # the DGL preset's MAN++ has no finished run: its base is shown, no share against it
+    assert any(s.startswith("DGL under the same preset (`dgl@preset=manpp-cifar-dgl`: heads "
+                            "redrawn") and "80.00 +- 1.41 %" in s and "+0.00 +- 1.41" in s
+               for s in lines)
+    assert not any("preset's DGL+MAN++" in s for s in lines)
+    # InfoPro's: base 66 / 68 (-4 / -2 vs today's), shares (78-66)/(90-66) and (79-68)/(90-68)
+    assert any(s.startswith("InfoPro under the same preset") and "2c2f CE heads" in s
+               and "67.00 +- 1.41 %" in s and "-3.00 +- 1.41 points" in s for s in lines)
+    assert "Gap share of the preset's InfoPro+MAN++ against the preset's own InfoPro: " \
+           "0.50 +- 0.00." in lines
+
+
 def test_gpu_scripts_refuse_a_machine_without_cuda(tmp_path):
     import subprocess
     from pathlib import Path
