@@ -32,6 +32,8 @@ WHAT = {
     "infopro+manpp@preset=manpp-cifar-infopro": "the reference preset (2c2f CE heads, "
                                                 "stage weights, head 0 1c2f SupCon) and "
                                                 "its bridge details",
+    "infopro+manpp@preset=manpp-cifar-infopro,ema_timing=after-step,bridge_init=copy":
+        "the reference preset's heads with today's bridge (EMA after the step, exact copies)",
 }
 
 
@@ -114,10 +116,21 @@ def _own_base_lines(ref_key: str, by_seed: Dict[str, Dict[int, List[float]]],
            f"{_mean_sd(list(ref.values()))} % over {len(ref)} seed(s), minus today's {name} "
            f"{_mean_sd([ref[s] - today[s] for s in ref if s in today], '{:+.2f}')} points."]
     pre = f"{family}+manpp@{variant}"
-    shares = _shares(_final(by_seed[pre]), ref, e2e) if pre in by_seed else []
-    if shares:
-        out.append(f"Gap share of the preset's {name}+MAN++ against the preset's own "
-                   f"{name}: {_mean_sd(shares)}.")
+    # the preset's MAN++, then the preset with some fields set back (``pre,key=value``:
+    # e.g. its heads with today's bridge), each against the same preset base
+    for method in sorted(m for m in by_seed if m == pre or m.startswith(pre + ",")):
+        acc = _final(by_seed[method])
+        shares = _shares(acc, ref, e2e)
+        if not shares:
+            continue
+        if method == pre:
+            out.append(f"Gap share of the preset's {name}+MAN++ against the preset's own "
+                       f"{name}: {_mean_sd(shares)}.")
+            continue
+        lift = [acc[s] - ref[s] for s in sorted(acc) if s in ref]
+        out.append(f"`{method}` ({WHAT.get(method, 'the preset with ' + method[len(pre) + 1:])})"
+                   f": gap share against the preset's own {name} {_mean_sd(shares)}, minus it "
+                   f"{_mean_sd(lift, '{:+.2f}')} points ({verdict(lift)}).")
     return out
 
 

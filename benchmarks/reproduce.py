@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from locallearn import TrainConfig, fit
 from locallearn.checkpoint import CHECKPOINT, atomic_write_text
@@ -58,8 +58,9 @@ def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
     return True
 
 
-def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
-           out: Path, kept: Path) -> None:
+def train_config(b: dict, method: str, k: int, seed: int, device: str,
+                 out: Path) -> Tuple[TrainConfig, List[str]]:
+    """The TrainConfig of one run of budget ``b``, and what its preset (if any) set."""
     spec, overrides, head_opts = split_variant(method)
     preset = overrides.pop("preset", None)
     recipe = {**RECIPE, **b.get("recipe", {})}
@@ -67,11 +68,22 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
                       dataset="fashion-mnist", epochs=b["epochs"], seed=seed, device=device,
                       channels_last=True, limit_train=b["limit_train"], head_opts=head_opts,
                       out=str(out), **recipe, **overrides)
-    if preset:  # the preset's details; the budget's recipe (every field set above) stays
-        given = {"model", "method", "blocks", "dataset", "epochs", "batch_size", "lr",
-                 "momentum", "nesterov", "weight_decay", "warmup_epochs", "warmup_start_lr",
-                 "lr_schedule", "seed", "device", "channels_last", "limit_train", "out"}
-        print("\n".join(apply_preset(cfg, preset, given=given)), flush=True)
+    if not preset:
+        return cfg, []
+    # the preset's details; the budget's recipe (every field set above) stays, and so do
+    # the fields the variant sets by hand
+    given = {"model", "method", "blocks", "dataset", "epochs", "batch_size", "lr",
+             "momentum", "nesterov", "weight_decay", "warmup_epochs", "warmup_start_lr",
+             "lr_schedule", "seed", "device", "channels_last", "limit_train", "out",
+             *overrides, *(["head_opts"] if head_opts else [])}
+    return cfg, apply_preset(cfg, preset, given=given)
+
+
+def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
+           out: Path, kept: Path) -> None:
+    cfg, said = train_config(b, method, k, seed, device, out)
+    if said:
+        print("\n".join(said), flush=True)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
     note_segment(out, device)
     # segments.json is already there: a new run is forced into its own directory (force
@@ -151,7 +163,9 @@ def write_section(budget: str, command: str) -> None:
              f"unless said otherwise below. "
              "The MAN++ ablation: `dgl+ema` = EMA only, `dgl+man` = EMA + LB, `dgl+manpp` = "
              "EMA + LB + scale; `@channel`: the lightweight per-channel LB; `@key=value`: one "
-             "setting changed (a TrainConfig field or a head option)."
+             "setting changed (a TrainConfig field or a head option), `@preset=NAME`: a "
+             "preset's details over the budget's recipe, `,key=value` after it: a field "
+             "set back by hand."
              + "".join(f" The `{m}` row is budget `{src}`'s runs (it "
                        f"does not depend on K)." for m, (src, _) in b.get("reuse", {}).items()) + "  ",
              f"Environment: {json.dumps(environment())}; date {datetime.date.today()}; "

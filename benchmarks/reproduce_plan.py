@@ -13,6 +13,10 @@ from locallearn import TrainConfig
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
+# the InfoPro preset's heads with today's bridge: what of the preset's MAN++ lift its
+# heads explain, against the same preset base (its bridge fields set back by hand)
+HEADS_ONLY = "infopro+manpp@preset=manpp-cifar-infopro,ema_timing=after-step,bridge_init=copy"
+
 BUDGETS = {
     # the MAN++ ablation on DGL: none / EMA / EMA+LB / EMA+LB+scale, plus InfoPro and E2E
     "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16],
@@ -32,7 +36,8 @@ BUDGETS = {
                            "dgl+manpp@bridge_init=reference",
                            "dgl+manpp@head_init=reference",
                            "infopro+manpp@preset=manpp-cifar-infopro",
-                           "infopro@preset=manpp-cifar-infopro"],
+                           "infopro@preset=manpp-cifar-infopro",
+                           HEADS_ONLY],
                   # the feature-bank paper's aux nets beside DGL and InfoPro (issue 14)
                   slm=["slm", "slm+manpp"],
                   # issue 15 on the CPU: the reference preset's details, all at once, the
@@ -41,11 +46,12 @@ BUDGETS = {
                   # each preset's own base: its heads without the bridge (the fair base
                   # of the preset's MAN++: the InfoPro preset changes InfoPro's heads too)
                   fidelity_base=["dgl@preset=manpp-cifar-dgl",
-                                 "infopro@preset=manpp-cifar-infopro"],
+                                 "infopro@preset=manpp-cifar-infopro",
+                           HEADS_ONLY],
                   factors=["dgl+manpp@ema_timing=before-step",
                            "dgl+manpp@bridge_init=reference",
                            "dgl+manpp@head_init=reference"],
-                  fidelity_infopro=["infopro+manpp@preset=manpp-cifar-infopro"]),
+                  fidelity_infopro=["infopro+manpp@preset=manpp-cifar-infopro", HEADS_ONLY]),
     # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's
     # curve flattens out; ~47 min a run on one CPU thread, i.e. the three rows finish in
     # one sitting (run directories are not kept between sittings on every machine)
@@ -136,8 +142,9 @@ def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> 
     if kept and method in BUDGETS[budget].get("reuse", {}):
         budget, k = BUDGETS[budget]["reuse"][method]
     spec, _, variant = method.partition("@")
+    flat = variant.replace("=", "_").replace(",", "_")
     name = spec.replace("+", "_") + (f"_lb{variant}" if variant == "channel" else
-                                     f"_{variant.replace('=', '_')}" if variant else "")
+                                     f"_{flat}" if variant else "")
     base = RESULTS / "reproduce" if kept else ROOT / "runs" / "reproduce"
     return base / budget / f"{name}_K{k}_s{seed}"
 
@@ -145,20 +152,28 @@ def run_dir(budget: str, method: str, k: int, seed: int, kept: bool = False) -> 
 def split_variant(method: str) -> tuple:
     """Options that change the math, after ``@``: ``dgl+manpp@channel`` -> lb ``channel``;
     ``dgl+manpp@ema_momentum=0.95`` -> a TrainConfig field; ``infopro+manpp@decoder=conv_first``
-    -> a head option. Returns (spec, TrainConfig overrides, head options)."""
+    -> a head option; several ``key=value`` joined by ``,`` (e.g. a preset with some of its
+    fields set back: ``infopro+manpp@preset=manpp-cifar-infopro,bridge_init=copy``).
+    Returns (spec, TrainConfig overrides, head options)."""
     spec, _, variant = method.partition("@")
     if not variant:
         return spec, {}, {}
     if "=" not in variant:
         return spec, {"lb": variant}, {}
-    key, _, value = variant.partition("=")
-    if key == "preset":  # applied by _train over the budget's recipe
-        return spec, {"preset": value}, {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key in fields:
-        kind = type(fields[key].default)
-        return spec, {key: kind(value) if kind in (int, float) else value}, {}
-    return spec, {}, {key: value}
+    overrides, head_opts = {}, {}
+    for item in variant.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{method}: {item!r} is not key=value")
+        if key == "preset":  # applied by _train over the budget's recipe
+            overrides["preset"] = value
+        elif key in fields:
+            kind = type(fields[key].default)
+            overrides[key] = kind(value) if kind in (int, float) else value
+        else:
+            head_opts[key] = value
+    return spec, overrides, head_opts
 
 
 def finished(budget: str, method: str, k: int, seed: int) -> bool:

@@ -82,6 +82,41 @@ def test_fidelity_table_compares_each_preset_with_its_own_base(bench_script):
                and "67.00 +- 1.41 %" in s and "-3.00 +- 1.41 points" in s for s in lines)
     assert "Gap share of the preset's InfoPro+MAN++ against the preset's own InfoPro: " \
            "0.50 +- 0.00." in lines
+    # the preset's heads with today's bridge, against the same preset base: 70 / 68 ->
+    # lifts +4 / 0, shares 4/24 and 0/22
+    heads_only = "infopro+manpp@preset=manpp-cifar-infopro,ema_timing=after-step,bridge_init=copy"
+    lines = tab.fidelity_lines(dict(budget, fidelity_infopro=[heads_only]),
+                               {**by_seed, heads_only: {0: [70], 1: [68]}})
+    (line,) = [s for s in lines if s.startswith(f"`{heads_only}` (the reference preset's heads")]
+    assert "gap share against the preset's own InfoPro 0.08 +- 0.12" in line
+    assert "minus it +2.00 +- 2.83 points (within noise)" in line
+    assert any(s.startswith(f"| `{heads_only}` | the reference preset's heads with today's")
+               for s in lines)  # and its row in the table, against today's MAN++
+
+
+def test_a_variant_sets_fields_back_over_its_preset(bench_script, tmp_path):
+    rep = bench_script("reproduce")
+    plan = bench_script("reproduce_plan")
+    # one option as before (a float field, a head option, a preset, the per-channel LB)
+    assert plan.split_variant("dgl+manpp@ema_momentum=0.81") == ("dgl+manpp", {"ema_momentum": 0.81}, {})
+    assert plan.split_variant("infopro+manpp@decoder=conv_first")[2] == {"decoder": "conv_first"}
+    assert plan.split_variant("dgl+manpp@channel")[1] == {"lb": "channel"}
+    assert rep.run_dir("short", "dgl+manpp@ema_momentum=0.81", 16, 0).name == \
+        "dgl_manpp_ema_momentum_0.81_K16_s0"  # the names of kept runs do not change
+    method = plan.HEADS_ONLY
+    assert plan.split_variant(method) == ("infopro+manpp", {
+        "preset": "manpp-cifar-infopro", "ema_timing": "after-step", "bridge_init": "copy"}, {})
+    assert rep.run_dir("short", method, 16, 2).name == ("infopro_manpp_preset_manpp-cifar-infopro"
+                                                        "_ema_timing_after-step_bridge_init_copy_K16_s2")
+    cfg, said = rep.train_config(rep.BUDGETS["short"], method, 16, 2, "cpu", tmp_path)
+    # the preset's heads and head init; today's bridge; the budget's recipe
+    assert (cfg.ema_timing, cfg.bridge_init, cfg.head_init) == ("after-step", "copy", "reference")
+    assert cfg.head_opts["loss"] == "ce" and cfg.head_overrides["0"]["loss"] == "supcon"
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.seed) == (128, 0.1, 3, 2)
+    assert any("kept as given" in s and "ema_timing=after-step" in s for s in said)
+    full, _ = rep.train_config(rep.BUDGETS["short"], "infopro+manpp@preset=manpp-cifar-infopro",
+                               16, 2, "cpu", tmp_path)
+    assert (full.ema_timing, full.bridge_init) == ("before-step", "reference")
 
 
 def test_gpu_scripts_refuse_a_machine_without_cuda(tmp_path):
