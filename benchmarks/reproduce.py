@@ -40,7 +40,8 @@ from locallearn.presets import apply_preset
 from bench_steps import git_rev  # benchmarks/ is on sys.path
 from kept_runs import stoppable
 from fidelity_table import fidelity_lines
-from reproduce_plan import BUDGETS, RECIPE, RESULTS, finished, jobs, run_dir, split_variant
+from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
+                            split_variant)
 from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
 from run_claims import SEGMENTS, claim, note_segment, release
 
@@ -258,6 +259,13 @@ def main() -> None:
     known = sorted({s for b in BUDGETS.values() for s in b["seeds"]})
     if a.seeds is not None and not set(a.seeds) <= set(known):
         ap.error(f"--seeds {','.join(map(str, a.seeds))}: the budgets' seeds are {known}")
+    if a.only is not None:
+        budgets = sorted(BUDGETS) if a.budget == "all" else [a.budget]
+        allowed = sorted({m for b in budgets for m in BUDGETS[b]["methods"]})
+        unknown = [m for m in method_list(a.only) if m not in allowed]
+        if unknown:
+            ap.error(f"--only {','.join(unknown)}: not a method of budget {a.budget}; "
+                     f"its methods: {', '.join(allowed)}")
     if a.layerwise:
         layerwise_missing(a.device)
         a.table_only = True
@@ -275,7 +283,7 @@ def main() -> None:
             for budget, method, k, seed in jobs(a.budget):
                 if a.seeds is not None and seed not in a.seeds:
                     continue
-                if a.only is not None and method not in a.only.split(","):
+                if a.only is not None and method not in method_list(a.only):
                     continue
                 if train_one(budget, method, k, seed, a.device):
                     write_section(budget, command(budget))

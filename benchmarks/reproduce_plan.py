@@ -176,6 +176,19 @@ def split_variant(method: str) -> tuple:
     return spec, overrides, head_opts
 
 
+def method_list(text: str) -> List[str]:
+    """``--only`` items: methods joined by ``,``; a ``key=value`` item without ``@``
+    continues the variant before it (``infopro+manpp@preset=X,bridge_init=copy,dgl`` ->
+    two methods)."""
+    out: List[str] = []
+    for item in text.split(","):
+        if out and "=" in item and "@" not in item:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def finished(budget: str, method: str, k: int, seed: int) -> bool:
     kept = run_dir(budget, method, k, seed, kept=True) / "summary.json"
     return kept.is_file() and json.loads(kept.read_text())["epochs"] >= BUDGETS[budget]["epochs"]
