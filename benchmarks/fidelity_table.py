@@ -123,11 +123,12 @@ def _own_base_lines(ref_key: str, by_seed: Dict[str, Dict[int, List[float]]],
         shares = _shares(acc, ref, e2e)
         if not shares:
             continue
+        lift = [acc[s] - ref[s] for s in sorted(acc) if s in ref]
         if method == pre:
             out.append(f"Gap share of the preset's {name}+MAN++ against the preset's own "
-                       f"{name}: {_mean_sd(shares)}.")
+                       f"{name}: {_mean_sd(shares)}; minus it {_mean_sd(lift, '{:+.2f}')} "
+                       f"points ({verdict(lift)}).")
             continue
-        lift = [acc[s] - ref[s] for s in sorted(acc) if s in ref]
         out.append(f"`{method}` ({WHAT.get(method, 'the preset with ' + method[len(pre) + 1:])})"
                    f": gap share against the preset's own {name} {_mean_sd(shares)}, minus it "
                    f"{_mean_sd(lift, '{:+.2f}')} points ({verdict(lift)}).")

@@ -80,8 +80,9 @@ def test_fidelity_table_compares_each_preset_with_its_own_base(bench_script):
     # InfoPro's: base 66 / 68 (-4 / -2 vs today's), shares (78-66)/(90-66) and (79-68)/(90-68)
     assert any(s.startswith("InfoPro under the same preset") and "2c2f CE heads" in s
                and "67.00 +- 1.41 %" in s and "-3.00 +- 1.41 points" in s for s in lines)
+    # lifts +12 / +11 over the preset's base: a paired t-test rejects zero
     assert "Gap share of the preset's InfoPro+MAN++ against the preset's own InfoPro: " \
-           "0.50 +- 0.00." in lines
+           "0.50 +- 0.00; minus it +11.50 +- 0.71 points (higher)." in lines
     # the preset's heads with today's bridge, against the same preset base: 70 / 68 ->
     # lifts +4 / 0, shares 4/24 and 0/22
     heads_only = "infopro+manpp@preset=manpp-cifar-infopro,ema_timing=after-step,bridge_init=copy"
