@@ -46,8 +46,7 @@ BUDGETS = {
                   # each preset's own base: its heads without the bridge (the fair base
                   # of the preset's MAN++: the InfoPro preset changes InfoPro's heads too)
                   fidelity_base=["dgl@preset=manpp-cifar-dgl",
-                                 "infopro@preset=manpp-cifar-infopro",
-                           HEADS_ONLY],
+                                 "infopro@preset=manpp-cifar-infopro"],
                   factors=["dgl+manpp@ema_timing=before-step",
                            "dgl+manpp@bridge_init=reference",
                            "dgl+manpp@head_init=reference"],

@@ -105,6 +105,10 @@ def test_a_variant_sets_fields_back_over_its_preset(bench_script, tmp_path):
     assert rep.run_dir("short", "dgl+manpp@ema_momentum=0.81", 16, 0).name == \
         "dgl_manpp_ema_momentum_0.81_K16_s0"  # the names of kept runs do not change
     method = plan.HEADS_ONLY
+    # a preset's own base is a method without a bridge; the variant is a MAN++ row
+    for b in plan.BUDGETS.values():
+        assert all("+" not in m.partition("@")[0] for m in b.get("fidelity_base", [])), b
+    assert method in plan.BUDGETS["short"]["fidelity_infopro"]
     assert plan.split_variant(method) == ("infopro+manpp", {
         "preset": "manpp-cifar-infopro", "ema_timing": "after-step", "bridge_init": "copy"}, {})
     assert rep.run_dir("short", method, 16, 2).name == ("infopro_manpp_preset_manpp-cifar-infopro"
