@@ -180,10 +180,10 @@ def _unfinished_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
     cosine schedule is the same up to there; the final epochs are not in these)."""
     rows = []
     for method in [*budget["fidelity"], *budget.get("factors", [])]:
-        if method in by_seed and len(by_seed[method]) >= len(budget["seeds"]):
-            continue  # finished for every seed: the table above has it
+        done = by_seed.get(method, {})  # a seed finished since: the table above has it
         runs = {s: _curve(folder / run_name(method, s) / "metrics.csv")
-                for s in budget["seeds"] if (folder / run_name(method, s) / "metrics.csv").is_file()}
+                for s in budget["seeds"]
+                if s not in done and (folder / run_name(method, s) / "metrics.csv").is_file()}
         runs = {s: c for s, c in runs.items() if s in by_seed.get("dgl+manpp", {})}
         if not runs:
             continue

@@ -97,23 +97,36 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
     layerwise(out, kept, device)
 
 
+def _off_default(segment: dict) -> bool:
+    """A part of a run trained on a GPU, or on the CPU with more than one thread."""
+    machine = segment["machine"]
+    return segment["device"] != "cpu" or (
+        machine.endswith("thread(s)") and not machine.endswith(" 1 thread(s)"))
+
+
+def _epochs(first: int, last: int) -> str:
+    return f"epoch {last}" if first == last else f"epochs {first}-{last}"
+
+
 def devices_line(budget: str) -> List[str]:
     """Which kept runs trained (in part) off this CPU, from their segments.json."""
     b, where = BUDGETS[budget], {}
     for method, k, seed in itertools.product(b["methods"], b["ks"], b["seeds"]):
         path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
         segs = json.loads(path.read_text()) if path.is_file() else []
-        if not any(s["device"] != "cpu" for s in segs):
+        if not any(_off_default(s) for s in segs):
             continue
         ends = [s["from_epoch"] for s in segs[1:]] + [b["epochs"]]
         parts = ", then ".join(
-            f"epochs {s['from_epoch'] + 1}-{e} on {s['machine']} (torch {s['torch']}, "
+            f"{_epochs(s['from_epoch'] + 1, e)} on {s['machine']} (torch {s['torch']}, "
             f"{s['date']})" for s, e in zip(segs, ends) if e > s["from_epoch"])
         where.setdefault(parts, []).append(f"`{method}` seed {seed}")
     if not where:
         return []
-    return ["", "Trained on a GPU in a GPU sitting (`benchmarks/gpu_checks.sh`, "
-            "`benchmarks/gpu_fidelity.sh` or `benchmarks/gpu_bench.sh`; the other runs: on this CPU, one thread each): " + "; ".join(
+    return ["", "Trained (in part) on a GPU in a GPU sitting (`benchmarks/gpu_checks.sh`, "
+            "`benchmarks/gpu_fidelity.sh` or `benchmarks/gpu_bench.sh`) or on this CPU with "
+            "more than one thread (the speed differs, not the math; the other runs: on this "
+            "CPU, one thread each): " + "; ".join(
                 f"{', '.join(runs)}: {parts}" for parts, runs in where.items()) + "."]
 
 

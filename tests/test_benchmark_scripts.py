@@ -21,6 +21,16 @@ def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, m
     (line,) = [ln for ln in rep.devices_line("plateau") if ln]
     assert "`dgl+manpp` seed 1: epochs 1-4 on NVIDIA X" in line
     assert "then epochs 5-10 on x86_64 CPU" in line and "`dgl`" not in line
+    # a CPU run resumed with two threads is said too; one thread is the default
+    cpu = dict(gpu, device="cpu", machine="x86_64 CPU, 1 thread(s)")
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([
+        dict(cpu, from_epoch=0), dict(cpu, from_epoch=1, machine="x86_64 CPU, 2 thread(s)")]))
+    (line,) = [ln for ln in rep.devices_line("plateau") if ln]
+    assert "`dgl` seed 1: epoch 1 on x86_64 CPU, 1 thread(s)" in line
+    assert "then epochs 2-10 on x86_64 CPU, 2 thread(s)" in line
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(cpu, from_epoch=0)]))
+    (line,) = [ln for ln in rep.devices_line("plateau") if ln]
+    assert "`dgl`" not in line
 
 
 def test_note_segment_appends_the_start_epoch(bench_script, tmp_path):
@@ -58,6 +68,28 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "Reading: DGL+MAN++ minus DGL, paired over 2 seed(s): +3.50 +- 2.12" in text
     assert "(within noise): the papers' lift of DGL is not shown" in text
     assert "ema_timing" not in text  # no finished run: no row
+
+
+def test_stopped_runs_table_leaves_out_seeds_finished_since(bench_script, tmp_path):
+    tab = bench_script("fidelity_table")
+    factor = "dgl+manpp@ema_timing=before-step"
+    budget = dict(seeds=[0, 1], epochs=3, fidelity=["dgl+manpp@preset=manpp-cifar-dgl"],
+                  factors=[factor])
+    by_seed = {"e2e": {0: [80, 90, 92], 1: [80, 92, 94]}, "dgl": {0: [70, 80, 82], 1: [70, 82, 84]},
+               "dgl+manpp": {0: [75, 85, 87], 1: [75, 84, 86]}}
+    for seed in (0, 1):  # both seeds stopped after epoch 2 in a GPU sitting
+        (tmp_path / f"f_s{seed}").mkdir()
+        (tmp_path / f"f_s{seed}" / "metrics.csv").write_text(f"epoch,test_acc\n1,0.7\n2,0.8{seed}\n")
+    name = lambda method, seed: f"f_s{seed}" if method == factor else "none"
+    text = "\n".join(tab.fidelity_lines(budget, by_seed, tmp_path, name))
+    assert f"| `{factor}` | 2 of 3 | 0, 1 | 80.50 +- 0.71 |" in text
+    # seed 0 finished since on the CPU: only seed 1 is still a stopped run
+    text = "\n".join(tab.fidelity_lines(budget, {**by_seed, factor: {0: [71, 81, 88]}},
+                                        tmp_path, name))
+    assert f"| `{factor}` | 2 of 3 | 1 | 81.00 (one seed) | 84.00 (one seed) |" in text
+    text = "\n".join(tab.fidelity_lines(budget, {**by_seed, factor: {0: [1, 2, 88], 1: [1, 2, 3]}},
+                                        tmp_path, name))
+    assert "stopped before their last epoch" not in text
 
 
 def test_fidelity_table_compares_each_preset_with_its_own_base(bench_script):
