@@ -86,7 +86,7 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
         acc, base, today = (_final(by_seed[m]) for m in (method, family, mine))
         shares = _shares(acc, base, e2e)
         diffs = [acc[s] - today[s] for s in sorted(set(acc) & set(today))]
-        diff = "-" if method == mine else f"{_mean_sd(diffs, '{:+.2f}')} ({verdict(diffs)})"
+        diff = "-" if method == mine else _paired(diffs)
         out.append(f"| `{method}` | {WHAT.get(method, '')} | {len(acc)} | "
                    f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)} | {diff} |")
     out += _reading(by_seed, e2e, dgl, budget)
@@ -95,6 +95,13 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
     if unfinished is not None and run_name is not None:
         out += _unfinished_lines(budget, by_seed, unfinished, run_name)
     return out
+
+
+def _paired(diffs: List[float]) -> str:
+    """Paired differences with their verdict (one seed: the value and "no test")."""
+    if len(diffs) == 1:
+        return f"{diffs[0]:+.2f} ({verdict(diffs)})"
+    return f"{_mean_sd(diffs, '{:+.2f}')} ({verdict(diffs)})"
 
 
 # what each preset changes in its base method's heads (the bridge is MAN++'s)
@@ -193,10 +200,11 @@ def _unfinished_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
         dgl = {s: by_seed["dgl"][s][epoch - 1] for s in at if s in by_seed.get("dgl", {})}
         e2e = {s: by_seed["e2e"][s][epoch - 1] for s in at if s in by_seed.get("e2e", {})}
         diffs = [at[s] - today[s] for s in sorted(at)]
+        paired = _paired(diffs) if len(diffs) == 1 else \
+            f"{', '.join(f'{d:+.2f}' for d in diffs)} ({_paired(diffs)})"
         rows.append(f"| `{method}` | {epoch} of {budget['epochs']} | {', '.join(map(str, sorted(at)))} | "
                     f"{_mean_sd(list(at.values()))} | {_mean_sd(list(today.values()))} | "
-                    f"{', '.join(f'{d:+.2f}' for d in diffs)} ({_mean_sd(diffs, '{:+.2f}')}; "
-                    f"{verdict(diffs)}) | "
+                    f"{paired} | "
                     f"{_mean_sd(_shares(at, dgl, e2e))} vs {_mean_sd(_shares(today, dgl, e2e))} |")
     if not rows:
         return []

@@ -108,18 +108,41 @@ def _epochs(first: int, last: int) -> str:
     return f"epoch {last}" if first == last else f"epochs {first}-{last}"
 
 
+def _segments(budget: str):
+    """(method, seed, its segments.json list) of every kept run of a budget."""
+    b = BUDGETS[budget]
+    for method, k, seed in itertools.product(b["methods"], b["ks"], b["seeds"]):
+        path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
+        yield method, seed, json.loads(path.read_text()) if path.is_file() else []
+
+
+def _trained_when(budget: str) -> str:
+    """When the kept runs trained (the tables may be rewritten long after)."""
+    dates = sorted(seg["date"] for _, _, segs in _segments(budget) for seg in segs)
+    return f"; the runs trained from {dates[0]} to {dates[-1]}" if dates else ""
+
+
 def devices_line(budget: str) -> List[str]:
     """Which kept runs trained (in part) off this CPU, from their segments.json."""
     b, where = BUDGETS[budget], {}
-    for method, k, seed in itertools.product(b["methods"], b["ks"], b["seeds"]):
-        path = run_dir(budget, method, k, seed, kept=True) / SEGMENTS
-        segs = json.loads(path.read_text()) if path.is_file() else []
-        if not any(_off_default(s) for s in segs):
-            continue
+    for method, seed, segs in _segments(budget):
         ends = [s["from_epoch"] for s in segs[1:]] + [b["epochs"]]
+        # the parts that trained (a restart of a finished run trains none), the same
+        # machine's consecutive parts as one
+        spans: List[list] = []
+        for seg, end in zip(segs, ends):
+            if end <= seg["from_epoch"]:
+                continue
+            where_on = {key: seg[key] for key in ("device", "machine", "torch", "date")}
+            if spans and spans[-1][0] == where_on:
+                spans[-1][2] = end
+            else:
+                spans.append([where_on, seg["from_epoch"], end])
+        if not any(_off_default(on) for on, _, _ in spans):
+            continue
         parts = ", then ".join(
-            f"{_epochs(s['from_epoch'] + 1, e)} on {s['machine']} (torch {s['torch']}, "
-            f"{s['date']})" for s, e in zip(segs, ends) if e > s["from_epoch"])
+            f"{_epochs(first + 1, end)} on {on['machine']} (torch {on['torch']}, {on['date']})"
+            for on, first, end in spans)
         where.setdefault(parts, []).append(f"`{method}` seed {seed}")
     if not where:
         return []
@@ -182,8 +205,8 @@ def write_section(budget: str, command: str) -> None:
              "set back by hand."
              + "".join(f" The `{m}` row is budget `{src}`'s runs (it "
                        f"does not depend on K)." for m, (src, _) in b.get("reuse", {}).items()) + "  ",
-             f"Environment: {json.dumps(environment())}; date {datetime.date.today()}; "
-             f"git {git_rev()}.  ", f"Command: `{command}`", "",
+             f"Tables written on {datetime.date.today()}, git {git_rev()}, in: "
+             f"{json.dumps(environment())}{_trained_when(budget)}.  ", f"Command: `{command}`", "",
              "| method | K | seeds done | final test acc % (mean +- std) | per seed |",
              "|---|---|---|---|---|"]
     curves: Dict[str, List[List[float]]] = {}

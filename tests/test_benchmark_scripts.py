@@ -10,6 +10,7 @@ def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, m
     rep = bench_script("reproduce")
     monkeypatch.setattr(sys.modules["reproduce_plan"], "RESULTS", tmp_path)  # where run_dir keeps
     assert rep.devices_line("plateau") == []  # nothing kept: nothing to say
+    assert rep._trained_when("plateau") == ""
     run = rep.run_dir("plateau", "dgl+manpp", 16, 1, kept=True)
     run.mkdir(parents=True)
     gpu = dict(device="cuda", machine="NVIDIA X", torch="2.11", date="2026-11-26")
@@ -28,9 +29,17 @@ def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, m
     (line,) = [ln for ln in rep.devices_line("plateau") if ln]
     assert "`dgl` seed 1: epoch 1 on x86_64 CPU, 1 thread(s)" in line
     assert "then epochs 2-10 on x86_64 CPU, 2 thread(s)" in line
-    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(cpu, from_epoch=0)]))
+    # a finished run restarted with two threads (to recompute its heads) trained nothing
+    # there; the same machine's parts read as one
+    two = dict(cpu, machine="x86_64 CPU, 2 thread(s)")
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(cpu, from_epoch=0), dict(two, from_epoch=10)]))
     (line,) = [ln for ln in rep.devices_line("plateau") if ln]
     assert "`dgl`" not in line
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(two, from_epoch=0), dict(two, from_epoch=3)]))
+    (line,) = [ln for ln in rep.devices_line("plateau") if ln]
+    assert "`dgl` seed 1: epochs 1-10 on x86_64 CPU, 2 thread(s) (torch 2.11, 2026-11-26);" in line
+    (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(two, from_epoch=0, date="2026-12-01")]))
+    assert rep._trained_when("plateau") == "; the runs trained from 2026-11-26 to 2026-12-01"
 
 
 def test_note_segment_appends_the_start_epoch(bench_script, tmp_path):
@@ -86,7 +95,9 @@ def test_stopped_runs_table_leaves_out_seeds_finished_since(bench_script, tmp_pa
     # seed 0 finished since on the CPU: only seed 1 is still a stopped run
     text = "\n".join(tab.fidelity_lines(budget, {**by_seed, factor: {0: [71, 81, 88]}},
                                         tmp_path, name))
-    assert f"| `{factor}` | 2 of 3 | 1 | 81.00 (one seed) | 84.00 (one seed) |" in text
+    assert f"| `{factor}` | 2 of 3 | 1 | 81.00 (one seed) | 84.00 (one seed) | -3.00 (one seed, no test) |" in text
+    # and its finished seed is a row of the table, said once to be one seed
+    assert f"| `{factor}` | only: EMA moved before the step | 1 | 88.00 (one seed) | 0.60 (one seed) | +1.00 (one seed, no test) |" in text
     text = "\n".join(tab.fidelity_lines(budget, {**by_seed, factor: {0: [1, 2, 88], 1: [1, 2, 3]}},
                                         tmp_path, name))
     assert "stopped before their last epoch" not in text
