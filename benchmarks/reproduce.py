@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/reproduce.py --budget long     # E2E/DGL/DGL+MAN++, 6 epochs x 60k
     .venv/bin/python benchmarks/reproduce.py --budget plateau  # the same, 10 epochs x 60k
     .venv/bin/python benchmarks/reproduce.py --budget short8   # the short main rows at K=8
+    .venv/bin/python benchmarks/reproduce.py --budget long30   # E2E/DGL/DGL+MAN++, 30 epochs x 60k
     .venv/bin/python benchmarks/reproduce.py --workers 2       # both, in PLAN's order, two
                                                                # single-thread trainers
 
@@ -183,6 +184,23 @@ def _rows(run: Path) -> List[Dict[str, float]]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
+def training_lines(budget: str) -> List[str]:
+    """Where each unfinished run in runs/ stands (a sitting may end mid-run; the next one
+    resumes it from its checkpoint), so the committed section shows the progress too."""
+    b, now = BUDGETS[budget], []
+    for k in b["ks"]:
+        for method in b["methods"]:
+            for seed in b["seeds"]:
+                out = run_dir(budget, method, k, seed)
+                rows = _rows(out) if (out / "metrics.csv").is_file() else []
+                if rows and not finished(budget, method, k, seed):
+                    now.append(f"`{method}` seed {seed}: epoch {len(rows)} of {b['epochs']}, "
+                               f"{100 * rows[-1]['test_acc']:.2f}%")
+    return (["", "Not finished when this was written (each resumes from its checkpoint in "
+             "runs/; a mid-schedule accuracy is not comparable with a final one): "
+             + "; ".join(now) + "."] if now else [])
+
+
 def recipe_text(b: dict) -> str:
     r = {**RECIPE, **b.get("recipe", {})}
     warm = (f", {r['warmup_epochs']:g} warm-up epoch(s) from 0.01" if r["warmup_epochs"] else "")
@@ -238,13 +256,13 @@ def write_section(budget: str, command: str) -> None:
         atomic_write_text(section, "\n".join(lines[:3] + [
             f"No run of this budget has finished yet; `{command}` trains them "
             f"({', '.join(b['methods'])}; a killed run resumes from its last checkpoint in "
-            "runs/)."]) + "\n")
+            "runs/)."] + training_lines(budget)) + "\n")
         return
     if {"e2e", "dgl", "dgl+manpp"} <= means.keys() and means["e2e"] != means["dgl"]:
         closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
         lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
                       "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
-    lines += devices_line(budget)
+    lines += devices_line(budget) + training_lines(budget)
     lines += paired_lines(by_seed)
     lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",
                             lambda m, s: run_dir(budget, m, b["ks"][0], s).name)

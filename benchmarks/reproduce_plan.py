@@ -94,6 +94,14 @@ BUDGETS = {
                   ablation=["dgl+ema", "dgl+man"],
                   methods=["e2e", "dgl", "dgl+manpp", "dgl+manpp@preset=manpp-cifar-dgl",
                            "dgl+ema", "dgl+man"]),
+    # issue 15 on the CPU: the plateau budget's recipe over 30 epochs, to see whether the
+    # gap share grows once E2E has flattened out (6 -> 10 epochs still lifted it 0.5
+    # points). ~80 min (E2E), ~140 min (DGL), ~240 min (DGL+MAN++) a seed at 2 threads
+    # here: resumable across sittings (a checkpoint every 10 minutes), E2E first because
+    # it alone says where E2E's plateau is; then the ablation, for a GPU.
+    "long30": dict(epochs=30, limit_train=None, seeds=[0, 1, 2], ks=[16],
+                   main=["e2e", "dgl", "dgl+manpp"], ablation=["dgl+ema", "dgl+man"],
+                   methods=["e2e", "dgl", "dgl+manpp", "dgl+ema", "dgl+man"]),
 }
 
 # the recipe of every budget unless it names its own (``recipe``)
@@ -114,7 +122,8 @@ PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [
         # it, then each of its details alone
         ("plateau", "fidelity", [0, 1, 2]), ("plateau", "fidelity_base", [0, 1, 2]),
         ("plateau", "factors", [0]), ("plateau", "factors", [1, 2]),
-        ("paper", "main", [0, 1, 2]), ("paper", "ablation", [0, 1, 2])]
+        ("paper", "main", [0, 1, 2]), ("paper", "ablation", [0, 1, 2]),
+        ("long30", "main", [0]), ("long30", "main", [1, 2]), ("long30", "ablation", [0, 1, 2])]
 
 GROUPS = ("main", "probe", "slm", "fidelity", "fidelity_base", "factors",
           "fidelity_infopro", "ablation")  # "rest": a budget's other methods

@@ -347,22 +347,3 @@ def test_a_stopped_benchmark_run_is_one_line_and_its_exit_code(bench_script, cap
 
     with pytest.raises(ValueError, match="not a stop"):
         kr.stoppable(broken)
-
-
-def test_only_splits_methods_whose_variants_hold_commas(bench_script):
-    plan = bench_script("reproduce_plan")
-    assert plan.method_list(f"{plan.HEADS_ONLY},dgl,dgl+manpp@ema_momentum=0.81,e2e") == [
-        plan.HEADS_ONLY, "dgl", "dgl+manpp@ema_momentum=0.81", "e2e"]
-    assert plan.method_list("dgl") == ["dgl"]
-
-
-def test_reproduce_refuses_an_unknown_only_method():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
-    res = subprocess.run([sys.executable, str(script), "--budget", "short", "--only", "dgl,dgl+foo"],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "--only dgl+foo: not a method of budget short" in res.stderr
-    assert "infopro+manpp@preset=manpp-cifar-infopro," in res.stderr and "Traceback" not in res.stderr

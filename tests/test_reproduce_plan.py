@@ -1,0 +1,59 @@
+"""benchmarks/reproduce.py's plan: budgets, --only, and the progress of unfinished runs."""
+import json
+
+
+def test_only_splits_methods_whose_variants_hold_commas(bench_script):
+    plan = bench_script("reproduce_plan")
+    assert plan.method_list(f"{plan.HEADS_ONLY},dgl,dgl+manpp@ema_momentum=0.81,e2e") == [
+        plan.HEADS_ONLY, "dgl", "dgl+manpp@ema_momentum=0.81", "e2e"]
+    assert plan.method_list("dgl") == ["dgl"]
+
+
+def test_reproduce_refuses_an_unknown_only_method():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+    res = subprocess.run([sys.executable, str(script), "--budget", "short", "--only", "dgl,dgl+foo"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--only dgl+foo: not a method of budget short" in res.stderr
+    assert "infopro+manpp@preset=manpp-cifar-infopro," in res.stderr and "Traceback" not in res.stderr
+
+
+def test_every_budget_plans_only_its_own_methods(bench_script, tmp_path):
+    rep, plan = bench_script("reproduce"), bench_script("reproduce_plan")
+    for name, b in plan.BUDGETS.items():
+        for group in plan.GROUPS:  # each named group trains methods the budget tables
+            assert set(b.get(group, [])) <= set(b["methods"]), (name, group)
+        for method in b["methods"]:  # and every one of them makes a valid TrainConfig
+            cfg, _ = rep.train_config(b, method, b["ks"][0], b["seeds"][0], "cpu", tmp_path)
+            assert cfg.epochs == b["epochs"] and cfg.method == method.partition("@")[0]
+    assert {(n, g) for n, g, _ in plan.PLAN} <= {(n, g) for n in plan.BUDGETS for g in (*plan.GROUPS, "rest")}
+    assert plan.BUDGETS["long30"]["epochs"] == 30  # issue 15's longer schedule on the CPU
+    jobs = plan.jobs("long30")
+    assert jobs[:3] == [("long30", m, 16, 0) for m in ("e2e", "dgl", "dgl+manpp")]
+    assert len(jobs) == 15 and len(set(jobs)) == 15
+
+
+def test_unfinished_runs_say_where_they_stand(bench_script, tmp_path, monkeypatch):
+    import sys
+
+    rep = bench_script("reproduce")
+    plan = sys.modules["reproduce_plan"]
+    monkeypatch.setattr(plan, "RESULTS", tmp_path / "kept")
+    monkeypatch.setattr(plan, "ROOT", tmp_path)
+    assert rep.training_lines("long30") == []
+    header = "epoch,train_loss,test_acc,lr,seconds\n"
+    for method, seed, accs in (("e2e", 0, [0.9, 0.9213]), ("dgl", 2, [0.8])):
+        out = rep.run_dir("long30", method, 16, seed)
+        out.mkdir(parents=True)
+        (out / "metrics.csv").write_text(header + "".join(
+            f"{i + 1},0.3,{a},0.1,160\n" for i, a in enumerate(accs)))
+    (line,) = [ln for ln in rep.training_lines("long30") if ln]
+    assert "`e2e` seed 0: epoch 2 of 30, 92.13%; `dgl` seed 2: epoch 1 of 30, 80.00%." in line
+    kept = rep.run_dir("long30", "e2e", 16, 0, kept=True)  # finished and kept: not said
+    kept.mkdir(parents=True)
+    (kept / "summary.json").write_text(json.dumps(dict(epochs=30)))
+    (line,) = [ln for ln in rep.training_lines("long30") if ln]
+    assert "`e2e`" not in line and "`dgl` seed 2" in line
