@@ -55,6 +55,28 @@ def _shares(acc: Dict[int, float], dgl: Dict[int, float], e2e: Dict[int, float])
     return [(acc[s] - dgl[s]) / (e2e[s] - dgl[s]) for s in seeds if e2e[s] != dgl[s]]
 
 
+def share_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
+    """The share of the DGL -> E2E gap that DGL+MAN++ closes, seed by seed with its spread,
+    beside the share of the means (empty until the three have a finished seed in common)."""
+    if not {"e2e", "dgl", "dgl+manpp"} <= by_seed.keys():
+        return []
+    acc, dgl, e2e = (_final(by_seed[m]) for m in ("dgl+manpp", "dgl", "e2e"))
+    shares = _shares(acc, dgl, e2e)
+    if not shares:
+        return []
+    seeds = sorted(set(acc) & set(dgl) & set(e2e))
+    mean = {m: statistics.mean(v.values()) for m, v in (("acc", acc), ("dgl", dgl), ("e2e", e2e))}
+    if len(shares) == 1:
+        said = f"{shares[0]:.2f} (seed {seeds[0]}"
+    else:
+        said = f"{_mean_sd(shares)} (seeds {', '.join(map(str, seeds))}"
+        if mean["e2e"] != mean["dgl"]:
+            said += (f"; of the means over all finished seeds: "
+                     f"{(mean['acc'] - mean['dgl']) / (mean['e2e'] - mean['dgl']):.2f}")
+    return ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++, seed by seed: "
+                f"{said}; papers, CIFAR-10 ResNet-32 K=16: {PAPERS_SHARE})."]
+
+
 def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
                    unfinished: Optional[Path] = None,
                    run_name: Optional[Callable[[str, int], str]] = None) -> List[str]:

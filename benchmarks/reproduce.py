@@ -40,7 +40,7 @@ from locallearn.presets import apply_preset
 
 from bench_steps import git_rev  # benchmarks/ is on sys.path
 from kept_runs import stoppable
-from fidelity_table import fidelity_lines
+from fidelity_table import fidelity_lines, share_lines
 from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
                             split_variant)
 from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
@@ -258,10 +258,7 @@ def write_section(budget: str, command: str) -> None:
             f"({', '.join(b['methods'])}; a killed run resumes from its last checkpoint in "
             "runs/)."] + training_lines(budget)) + "\n")
         return
-    if {"e2e", "dgl", "dgl+manpp"} <= means.keys() and means["e2e"] != means["dgl"]:
-        closed = (means["dgl+manpp"] - means["dgl"]) / (means["e2e"] - means["dgl"])
-        lines += ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++: {closed:.2f} "
-                      "(papers, CIFAR-10 ResNet-32 K=16: 0.69)."]
+    lines += share_lines(by_seed)
     lines += devices_line(budget) + training_lines(budget)
     lines += paired_lines(by_seed)
     lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",

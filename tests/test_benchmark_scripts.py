@@ -347,3 +347,15 @@ def test_a_stopped_benchmark_run_is_one_line_and_its_exit_code(bench_script, cap
 
     with pytest.raises(ValueError, match="not a stop"):
         kr.stoppable(broken)
+
+
+def test_gap_share_is_per_seed_with_its_spread(bench_script):
+    tab = bench_script("fidelity_table")
+    by_seed = {"e2e": {0: [90.0, 93.0], 1: [96.0]}, "dgl": {0: [91.0], 1: [92.0]},
+               "dgl+manpp": {0: [92.0], 1: [93.0]}}
+    (line,) = [ln for ln in tab.share_lines(by_seed) if ln]
+    # seed 0: 1/2, seed 1: 1/4; the share of the means (92.5 - 91.5) / (94.5 - 91.5) differs
+    assert "seed by seed: 0.38 +- 0.18 (seeds 0, 1; of the means over all finished seeds: 0.33;" in line
+    del by_seed["dgl+manpp"][1]
+    assert "seed by seed: 0.50 (seed 0; papers" in tab.share_lines(by_seed)[1]
+    assert tab.share_lines({"e2e": {0: [93.0]}, "dgl": {0: [91.0]}}) == []
