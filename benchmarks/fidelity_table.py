@@ -65,14 +65,13 @@ def share_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
     if not shares:
         return []
     seeds = sorted(set(acc) & set(dgl) & set(e2e))
-    mean = {m: statistics.mean(v.values()) for m, v in (("acc", acc), ("dgl", dgl), ("e2e", e2e))}
     if len(shares) == 1:
         said = f"{shares[0]:.2f} (seed {seeds[0]}"
     else:
         said = f"{_mean_sd(shares)} (seeds {', '.join(map(str, seeds))}"
-        if mean["e2e"] != mean["dgl"]:
-            said += (f"; of the means over all finished seeds: "
-                     f"{(mean['acc'] - mean['dgl']) / (mean['e2e'] - mean['dgl']):.2f}")
+        m_acc, m_dgl, m_e2e = (statistics.mean(v.values()) for v in (acc, dgl, e2e))
+        if m_e2e != m_dgl:
+            said += f"; of the means over all finished seeds: {(m_acc - m_dgl) / (m_e2e - m_dgl):.2f}"
     return ["", f"Share of the DGL -> E2E error gap closed by DGL+MAN++, seed by seed: "
                 f"{said}; papers, CIFAR-10 ResNet-32 K=16: {PAPERS_SHARE})."]
 

@@ -188,14 +188,12 @@ def training_lines(budget: str) -> List[str]:
     """Where each unfinished run in runs/ stands (a sitting may end mid-run; the next one
     resumes it from its checkpoint), so the committed section shows the progress too."""
     b, now = BUDGETS[budget], []
-    for k in b["ks"]:
-        for method in b["methods"]:
-            for seed in b["seeds"]:
-                out = run_dir(budget, method, k, seed)
-                rows = _rows(out) if (out / "metrics.csv").is_file() else []
-                if rows and not finished(budget, method, k, seed):
-                    now.append(f"`{method}` seed {seed}: epoch {len(rows)} of {b['epochs']}, "
-                               f"{100 * rows[-1]['test_acc']:.2f}%")
+    for k, method, seed in itertools.product(b["ks"], b["methods"], b["seeds"]):
+        out = run_dir(budget, method, k, seed)
+        rows = _rows(out) if (out / "metrics.csv").is_file() else []
+        if rows and not finished(budget, method, k, seed):
+            now.append(f"`{method}` seed {seed}: epoch {len(rows)} of {b['epochs']}, "
+                       f"{100 * rows[-1]['test_acc']:.2f}%")
     return (["", "Not finished when this was written (each resumes from its checkpoint in "
              "runs/; a mid-schedule accuracy is not comparable with a final one): "
              + "; ".join(now) + "."] if now else [])
