@@ -120,7 +120,10 @@ def _segments(budget: str):
 def _trained_when(budget: str) -> str:
     """When the kept runs trained (the tables may be rewritten long after)."""
     dates = sorted(seg["date"] for _, _, segs in _segments(budget) for seg in segs)
-    return f"; the runs trained from {dates[0]} to {dates[-1]}" if dates else ""
+    if not dates:
+        return ""
+    span = f"on {dates[0]}" if dates[0] == dates[-1] else f"from {dates[0]} to {dates[-1]}"
+    return f"; the runs trained {span}"
 
 
 def devices_line(budget: str) -> List[str]:
@@ -208,7 +211,7 @@ def recipe_text(b: dict) -> str:
 
 def write_section(budget: str, command: str) -> None:
     b = BUDGETS[budget]
-    lines = [f"## Accuracy on Fashion-MNIST, ResNet-32, budget `{budget}` (issue 4)", "",
+    lines = [f"## Accuracy on Fashion-MNIST, ResNet-32, budget `{budget}` (issue {b['issues']})", "",
              f"{b['epochs']} epoch(s) on {b['limit_train'] or 60000} training samples, "
              f"{recipe_text(b)}, crop+flip; test on all 10,000 test images; "
              f"seeds {b['seeds']}. Rows still training show the seeds finished so far. Each "

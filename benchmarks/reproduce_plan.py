@@ -19,7 +19,7 @@ HEADS_ONLY = "infopro+manpp@preset=manpp-cifar-infopro,ema_timing=after-step,bri
 
 BUDGETS = {
     # the MAN++ ablation on DGL: none / EMA / EMA+LB / EMA+LB+scale, plus InfoPro and E2E
-    "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16],
+    "short": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[16], issues="4, 14, 15",
                   main=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp"],
                   # why MAN++ does not beat DGL here: the EMA's lag, on every seed
                   probe=["dgl+manpp@ema_momentum=0.81"],
@@ -54,14 +54,14 @@ BUDGETS = {
     # the papers' regime: all 60k images, cosine to zero over 6 epochs, so that E2E's
     # curve flattens out; ~47 min a run on one CPU thread, i.e. the three rows finish in
     # one sitting (run directories are not kept between sittings on every machine)
-    "long": dict(epochs=6, limit_train=None, seeds=[0], ks=[16],
+    "long": dict(epochs=6, limit_train=None, seeds=[0], ks=[16], issues="4",
                  # the slowest first, so that two workers finish together
                  main=["dgl+manpp", "dgl", "e2e"], methods=["e2e", "dgl", "dgl+manpp"]),
     # the same rows trained 10 epochs, closer to E2E's plateau (6 epochs ended at 92.6%):
     # ~90 min for dgl+manpp on one thread on a fast day (6 epochs took 54 min), dgl + e2e
     # ~75 min on the other; on 2026-11-24 this CPU ran 2.5-3x slower, so it did not fit
     # seeds 1 and 2 are meant for a GPU (one sitting: benchmarks/gpu_checks.sh)
-    "plateau": dict(epochs=10, limit_train=None, seeds=[0, 1, 2], ks=[16],
+    "plateau": dict(epochs=10, limit_train=None, seeds=[0, 1, 2], ks=[16], issues="4, 15",
                     main=["dgl+manpp", "dgl", "e2e"],
                     # issue 15: the reference preset's details (at this budget's recipe),
                     # all at once, then one at a time (fidelity_table.py)
@@ -77,7 +77,7 @@ BUDGETS = {
                              "dgl+manpp@head_init=reference"]),
     # the short budget's main rows at K=8 (the issue's "K=8 if the budget allows"); E2E
     # does not depend on K, so its row is the short budget's own runs (``reuse``)
-    "short8": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[8],
+    "short8": dict(epochs=3, limit_train=20000, seeds=[0, 1, 2], ks=[8], issues="4, 14",
                    main=["infopro+manpp", "dgl+manpp", "infopro", "dgl"],
                    methods=["e2e", "dgl", "dgl+manpp", "infopro", "infopro+manpp",
                             "slm", "slm+manpp"],
@@ -87,7 +87,7 @@ BUDGETS = {
     # 0.5 of 20, which a per-epoch schedule cannot hold: one epoch at 0.01) on all 60k
     # images; today's defaults beside the reference preset, then the MAN++ ablation.
     # For GPU sittings: bash benchmarks/gpu_fidelity.sh OUT 540 6 paper
-    "paper": dict(epochs=20, limit_train=None, seeds=[0, 1, 2], ks=[16],
+    "paper": dict(epochs=20, limit_train=None, seeds=[0, 1, 2], ks=[16], issues="15",
                   recipe=dict(batch_size=1024, lr=0.8, warmup_epochs=1.0,
                               lr_schedule="epoch"),
                   main=["dgl+manpp@preset=manpp-cifar-dgl", "dgl+manpp", "dgl", "e2e"],
@@ -99,7 +99,7 @@ BUDGETS = {
     # points). ~80 min (E2E), ~140 min (DGL), ~240 min (DGL+MAN++) a seed at 2 threads
     # here: resumable across sittings (a checkpoint every 10 minutes), E2E first because
     # it alone says where E2E's plateau is; then the ablation, for a GPU.
-    "long30": dict(epochs=30, limit_train=None, seeds=[0, 1, 2], ks=[16],
+    "long30": dict(epochs=30, limit_train=None, seeds=[0, 1, 2], ks=[16], issues="15",
                    main=["e2e", "dgl", "dgl+manpp"], ablation=["dgl+ema", "dgl+man"],
                    methods=["e2e", "dgl", "dgl+manpp", "dgl+ema", "dgl+man"]),
 }

@@ -38,6 +38,7 @@ def test_segments_say_where_each_part_of_a_run_trained(bench_script, tmp_path, m
     (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(two, from_epoch=0), dict(two, from_epoch=3)]))
     (line,) = [ln for ln in rep.devices_line("plateau") if ln]
     assert "`dgl` seed 1: epochs 1-10 on x86_64 CPU, 2 thread(s) (torch 2.11, 2026-11-26);" in line
+    assert rep._trained_when("plateau") == "; the runs trained on 2026-11-26"  # one day
     (cpu_only / rep.SEGMENTS).write_text(json.dumps([dict(two, from_epoch=0, date="2026-12-01")]))
     assert rep._trained_when("plateau") == "; the runs trained from 2026-11-26 to 2026-12-01"
 

@@ -26,6 +26,7 @@ def test_every_budget_plans_only_its_own_methods(bench_script, tmp_path):
     for name, b in plan.BUDGETS.items():
         for group in plan.GROUPS:  # each named group trains methods the budget tables
             assert set(b.get(group, [])) <= set(b["methods"]), (name, group)
+        assert b["issues"]  # the section header says which issues the budget serves
         for method in b["methods"]:  # and every one of them makes a valid TrainConfig
             cfg, _ = rep.train_config(b, method, b["ks"][0], b["seeds"][0], "cpu", tmp_path)
             assert cfg.epochs == b["epochs"] and cfg.method == method.partition("@")[0]
