@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List
 
 from .errors import ConfigError
+from .run_lock import LOCK
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -21,9 +22,10 @@ def _is_temp(p: Path) -> bool:
 
 def contents(folder: Path) -> List[str]:
     """Names in ``folder``, leaving out our own temp files."""
-    # a write probe may be another rank's, checking the same folder right now
+    # a write probe may be another rank's, checking the same folder right now; the lock
+    # is the training's own (run_lock.py), taken before this check
     return sorted(p.name for p in Path(folder).iterdir()
-                  if not _is_temp(p) and not p.name.startswith(".write-probe."))
+                  if not _is_temp(p) and not p.name.startswith(".write-probe.") and p.name != LOCK)
 
 
 def remove_stale_temps(folder: Path) -> List[Path]:

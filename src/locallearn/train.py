@@ -30,6 +30,7 @@ from .nets import create_model
 from .evaluate import autocast, evaluate, evaluate_heads, evaluate_metrics, head_report  # noqa: F401
 from .run_files import METRIC_FIELDS, summarize, write_run_files  # noqa: F401 (API)
 from .run_dir import CONFIG, prepare_run_dir, remove_stale_temps
+from .run_lock import hold_run_dir
 from .tasks import check_same_task
 from .stop import NonFiniteLoss, PeerError, Stopped, StopSignals
 from .version import __version__
@@ -132,10 +133,20 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
     A new run refuses a non-empty ``cfg.out`` unless ``force`` (which replaces only the
     run's own files). SIGINT / SIGTERM end the run after the current step with a
     checkpoint (``Stopped``); a non-finite loss on more than ``cfg.nan_patience`` steps
-    ends it with ``NonFiniteLoss``, keeping the last checkpoint.
+    ends it with ``NonFiniteLoss``, keeping the last checkpoint. One process trains in
+    ``cfg.out`` at a time (``run_lock.py``): a second is refused with ConfigError.
     ``stop_after_epochs`` / ``stop_after_steps`` stop early after that many epochs /
     steps in total, checkpointed as if the process were killed there (used by tests).
     """
+    # under torchrun only rank 0 writes (and locks); a resumed run's saved config, not
+    # yet read here, may be the one that says it is a pipeline, so go by RANK alone
+    with hold_run_dir(Path(cfg.out), enabled=os.environ.get("RANK", "0") == "0"):
+        return _fit(cfg, resume=resume, progress=progress, force=force,
+                    stop_after_epochs=stop_after_epochs, stop_after_steps=stop_after_steps)
+
+
+def _fit(cfg: TrainConfig, *, resume: bool, progress: bool, force: bool,
+         stop_after_epochs: Optional[int], stop_after_steps: Optional[int]) -> Dict[str, Any]:
     cfg, out, has_ckpt = open_run(cfg, resume=resume, force=force)
     if cfg.pipeline:  # (also when a resumed run's saved config says so)
         from .parallel.pipeline import fit_pipeline
@@ -317,13 +328,18 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, force:
     return summarize(cfg, net, rows, wall, device, data)
 
 
+def _main_proc(cfg: TrainConfig) -> bool:
+    """Whether this process is (or, before the process group exists, will be) rank 0."""
+    return not (cfg.ddp or cfg.pipeline) or os.environ.get("RANK", "0") == "0"
+
+
 def open_run(cfg: TrainConfig, *, resume: bool, force: bool) -> Tuple[TrainConfig, Path, bool]:
     """Check (or, resuming, reload) the run directory: ``(config, out, has checkpoint)``.
 
     Under torchrun only the future rank 0 deletes or writes anything: this runs before
     the process group exists."""
     out = Path(cfg.out)
-    main_proc = not (cfg.ddp or cfg.pipeline) or os.environ.get("RANK", "0") == "0"
+    main_proc = _main_proc(cfg)
     has_ckpt = prepare_run_dir(out, resume=resume, force=force, write=main_proc)
     if resume:
         # the saved config wins, except where to run: a run started on a GPU may be
