@@ -78,6 +78,12 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "Reading: DGL+MAN++ minus DGL, paired over 2 seed(s): +3.50 +- 2.12" in text
     assert "(within noise): the papers' lift of DGL is not shown" in text
     assert "ema_timing" not in text  # no finished run: no row
+    # what 2 seeds can resolve: the preset's differences (-1, +2) spread by 2.12; with
+    # t(0.975) + t(0.8) = 4.303 + 1.061 (df 2) at 3 seeds, 2.262 + 0.883 (df 9) at 10
+    assert "spread by 2.12 points (pooled over 1 row(s), 1 degree(s) of freedom)" in text
+    assert "about 6.57 points at 3 seeds and 2.11 at 10" in text
+    # the shortfall (0.69 - 0.35) x 10 points = 3.40; 6 seeds resolve 3.02, 5 only 3.53
+    assert "of a 10.00-point gap: 3.40 points) a test would need 6 seeds." in text
 
 
 def test_stopped_runs_table_leaves_out_seeds_finished_since(bench_script, tmp_path):
