@@ -40,6 +40,7 @@ from locallearn.presets import apply_preset
 
 from bench_steps import git_rev  # benchmarks/ is on sys.path
 from kept_runs import stoppable
+from ablation_table import ablation_lines
 from fidelity_table import fidelity_lines, share_lines
 from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
                             split_variant)
@@ -264,6 +265,7 @@ def write_section(budget: str, command: str) -> None:
     lines += paired_lines(by_seed)
     lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",
                             lambda m, s: run_dir(budget, m, b["ks"][0], s).name)
+    lines += ablation_lines(by_seed)
     if curves:
         series = {}
         for label, runs in curves.items():
