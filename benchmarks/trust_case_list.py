@@ -2,10 +2,10 @@
 (run and judged by benchmarks/trust_cases.py)."""
 
 import signal
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import trust_fixtures as fx
-from trust_checks import (Case, Check, Prep, all_of, api_error, clean_stop, config_resolved,
+from trust_checks import (Case, Check, Prep, all_of, api_error, clean_stop, config_epochs, config_resolved,
                           ends_in_time, mentions, never_mentions, no_network, no_temp_files,
                           prints, refused_or_warned, replaced, same_metrics, stdout_is,
                           stops_on_nan, succeeds, unchanged, user_mistake, valid_config)
@@ -40,10 +40,11 @@ def api(id: str, what: str, code: str, *names: str, may_work: bool = False) -> C
     return Case(id, 6, what, py(code), api_error(*names, may_work=may_work))
 
 
-def um(id: str, cls: int, what: str, cmd: str, *more: Check, prep: Tuple[Prep, ...] = ()) -> Case:
+def um(id: str, cls: int, what: str, cmd: str, *more: Check, prep: Tuple[Prep, ...] = (),
+       beside: Optional[Tuple[str, str]] = None) -> Case:
     """A user mistake: exit 2 and one line, plus ``more`` checks (judged first in class 1)."""
     checks = (*more, user_mistake) if cls == 1 else (user_mistake, *more)
-    return Case(id, cls, what, cmd, all_of(*checks), prep)
+    return Case(id, cls, what, cmd, all_of(*checks), prep, beside=beside)
 
 
 RUN = (fx.copy("run_dgl", "run"),)
@@ -84,6 +85,10 @@ CASES: List[Case] = [
          clean_stop(None, "run/checkpoint.pt"), action=fx.Action("run/checkpoint.pt", signal.SIGTERM)),
     Case("sigint-mid-run", 1, "Ctrl-C mid-run: one line, exit 130, a checkpoint", f"{T} {LONG} --out $W/run",
          clean_stop(130, "run/checkpoint.pt"), action=fx.Action("run/checkpoint.pt", signal.SIGINT, "group")),
+    # the training beside holds the directory for the whole case (200 epochs)
+    um("train-into-busy-run", 1, "train --force into a run directory a training is still using",
+       f"{T} --out $W/run --force", config_epochs("run", 200), mentions("in use"),
+       beside=(f"{T} {LONG} --out $W/run", "run/checkpoint.pt")),
     Case("stale-temp-resume", 1, "a .checkpoint.pt.* temp of a killed write is removed on the next start",
          "locallearn train --resume --out $W/run", all_of(succeeds, no_temp_files("run")),
          RUN + (fx.write("run/.checkpoint.pt.k3x9q_2a", b"PK\x03\x04 half a checkpoint"),)),

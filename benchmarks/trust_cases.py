@@ -43,6 +43,12 @@ def audit(case: Case, root: Path, env: Dict[str, str], python: str) -> Dict[str,
             prep(w, f)
     except (OSError, ValueError) as e:
         return _record(case, Outcome(None, "", "", False, w, f), f"fixture missing: {e}", 0.0)
+    if case.beside is not None:
+        cmd, watch = case.beside
+        why = fx.start_beside(fx.expand(cmd, w, f, python), w, env, logs / f"{case.id}.beside",
+                              w / watch, t0 + case.timeout / 2)
+        if why:
+            return _record(case, Outcome(None, "", "", False, w, f), why, time.monotonic() - t0)
     acted = True
     for i, cmd in enumerate(case.cmd.split(" ;; ")):
         out_p, err_p = logs / f"{case.id}.out", logs / f"{case.id}.err"

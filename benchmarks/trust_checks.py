@@ -70,6 +70,9 @@ class Case:
     fsize: Optional[int] = None  # RLIMIT_FSIZE in bytes (a full disk)
     hide: Tuple[str, ...] = ()  # folders that look empty to the case (unshare + bind mount)
     timeout: float = 120.0
+    # (command, the file it makes): started first and still running during the case, which
+    # starts once that file exists (e.g. a training holding the run directory); ended after
+    beside: Optional[Tuple[str, str]] = None
 
 
 # ---- checks
@@ -109,6 +112,15 @@ def replaced(rel: str, old: bytes) -> Check:
     def check(o: Outcome) -> Optional[str]:
         path = o.w / rel
         return None if path.is_file() and path.read_bytes() != old else f"{rel} was not written"
+    return check
+
+
+def config_epochs(rel: str, epochs: int) -> Check:
+    """$W/rel/config.json is still the one of a run of ``epochs`` epochs (not replaced)."""
+    def check(o: Outcome) -> Optional[str]:
+        path = o.w / rel / "config.json"
+        ok = path.is_file() and json.loads(path.read_text()).get("epochs") == epochs
+        return None if ok else f"{rel}/config.json was replaced or removed"
     return check
 
 

@@ -289,6 +289,21 @@ def _send_all(marker: bytes, sig: int) -> None:
                 pass
 
 
+def start_beside(argv: List[str], cwd: Path, env: Dict[str, str], log: Path, watch: Path,
+                 deadline: float) -> Optional[str]:
+    """Start ``argv`` in the background (marked like the case's own processes, so ``run``
+    ends it with them) and wait until ``watch`` exists; the reason if it never does."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    while not watch.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            return f"the command beside ended (exit {proc.wait()}) before making {watch.name}"
+        time.sleep(0.05)
+    return None
+
+
 def run(argv: List[str], cwd: Path, env: Dict[str, str], out: Path, err: Path, deadline: float,
         action: Optional[Action] = None, fsize: Optional[int] = None, hide: Sequence[str] = (),
         empty: Optional[Path] = None) -> Tuple[Optional[int], bool]:

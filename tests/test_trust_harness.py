@@ -69,3 +69,29 @@ def test_cases_cover_every_class_and_compare_counts(bench_script, tmp_path):
     assert "Handled well: 0 of 1 before, 1 of 1 after" in md and "x \\| y" in md
     tc.atomic_write(tmp_path / "r.json", json.dumps(after))
     assert json.loads((tmp_path / "r.json").read_text()) == after
+
+
+def test_busy_run_case_fails_when_the_running_training_is_replaced(bench_script, tmp_path):
+    import sys
+    import time
+
+    tc = bench_script("trust_cases")
+    import trust_fixtures as fx
+
+    case = _case(tc, "train-into-busy-run")
+    cmd, watch = case.beside
+    assert "--epochs 200" in cmd and watch == "run/checkpoint.pt"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"epochs": 200}))
+    refused = _outcome(tc, tmp_path, stderr="locallearn: error: run directory run is in use by pid 7\n")
+    assert case.check(refused) is None
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"epochs": 1}))  # what --force did
+    assert "replaced" in case.check(_outcome(tc, tmp_path, rc=0, stderr=""))
+    # the command beside: waited for until it makes its file, and a reason if it ends first
+    env = {"PATH": "/usr/bin:/bin"}
+    make = [sys.executable, "-c", "import pathlib, time; time.sleep(0.3); pathlib.Path('f').write_text('x')"]
+    assert fx.start_beside(make, tmp_path, env, tmp_path / "log", tmp_path / "f", time.monotonic() + 30) is None
+    assert (tmp_path / "f").is_file()
+    why = fx.start_beside([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, env, tmp_path / "log",
+                          tmp_path / "g", time.monotonic() + 30)
+    assert why == "the command beside ended (exit 3) before making g"
