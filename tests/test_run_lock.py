@@ -62,3 +62,17 @@ def test_a_killed_holder_does_not_block_and_a_refused_resume_leaves_nothing(tmp_
     with pytest.raises(ConfigError, match="nothing to resume"):
         fit(TrainConfig(out=str(missing)), resume=True, progress=False)
     assert not missing.exists()  # the lock's folder went again
+
+
+def test_a_filesystem_without_locks_trains_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    from locallearn import run_lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with hold_run_dir(tmp_path / "run"):  # not "in use": nobody holds it
+        (tmp_path / "run" / "metrics.csv").write_text("epoch\n")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.csv"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
 import socket
 from pathlib import Path
@@ -37,14 +38,16 @@ def _holder(path: Path) -> str:
 
 def _lock(out: Path) -> int:
     """An fd holding the exclusive lock on ``out``'s lock file; ConfigError if another
-    process holds it; OSError if the file cannot be made."""
+    process holds it; OSError if the file cannot be made or locked at all."""
     path = out / LOCK
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise  # no locks on this filesystem (some network mounts): train unlocked
             raise ConfigError(f"run directory {out} is in use by another training "
                               f"process{_holder(path)}; wait for it to end, or stop it "
                               "(SIGTERM or Ctrl-C checkpoints it) and then --resume") from None
@@ -69,8 +72,11 @@ def hold_run_dir(out: Path, enabled: bool = True) -> Iterator[None]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = _lock(out)
-    except OSError:  # not a place we can write: the run's own checks say why, clearly
-        fd = -1
+    except OSError:  # not a place we can write (the run's own checks say why, clearly),
+        fd = -1      # or no locks there: train unlocked, and leave no empty lock file
+        with contextlib.suppress(OSError):
+            if (out / LOCK).stat().st_size == 0:
+                (out / LOCK).unlink()
     if fd < 0:
         yield
         return
