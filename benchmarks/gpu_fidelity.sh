@@ -7,8 +7,10 @@
 #    10-epoch runs ended within 540 s; 3 trainers alone took ~36 s an epoch. Six finish
 #    a 10-epoch DGL+MAN++ run (~6-7 min) inside one sitting;
 #  - pool A: `reproduce.py --budget BUDGET` (default plateau; PLAN order: DGL+MAN++
-#    under the reference preset for seeds 0-2, DGL under it, then each preset detail
-#    alone; `paper`: the papers' recipe at batch 1024, today's rows and the preset's);
+#    under the reference preset for seeds 0-2, DGL under it, each preset detail alone
+#    for seed 0, the preset and today's MAN++ for seeds 3-10, the details' seeds 1-2,
+#    then the ablation; what is kept is skipped; `paper`: the papers' recipe at batch
+#    1024, today's rows and the preset's);
 #  - pool B: `reproduce.py --budget short` (the slm rows' seeds still missing);
 #  - SIGTERM to every trainer 50 s before the deadline (a trainer checkpoints and exits;
 #    a run that did not finish is retrained by a later sitting: its checkpoint is too

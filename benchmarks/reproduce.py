@@ -210,12 +210,34 @@ def recipe_text(b: dict) -> str:
     return f"batch {r['batch_size']}, SGD Nesterov lr {r['lr']:g} {schedule}{warm}, wd 1e-4"
 
 
+def seeds_text(budget: str) -> str:
+    """The seeds the budget plans, and which methods train more of them than the rest."""
+    planned: Dict[str, List[int]] = {}
+    for _, method, _, seed in jobs(budget):
+        planned.setdefault(method, []).append(seed)
+    sets = [tuple(sorted(set(v))) for v in planned.values()]
+    common = list(max(sets, key=sets.count)) if sets else BUDGETS[budget]["seeds"]  # most methods'
+    more: Dict[tuple, List[str]] = {}  # the extra seeds -> the methods that train them
+    for m, v in planned.items():
+        if set(v) > set(common):
+            more.setdefault(tuple(sorted(set(v) - set(common))), []).append(f"`{m}`")
+    extra = "".join(f"; seeds {_span(list(v))} too for {' and '.join(ms)}" for v, ms in more.items())
+    return f"seeds {common}{extra}"
+
+
+def _span(seeds: List[int]) -> str:
+    """[3, 4, 5] -> "3-5" (consecutive), else the list."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def write_section(budget: str, command: str) -> None:
     b = BUDGETS[budget]
     lines = [f"## Accuracy on Fashion-MNIST, ResNet-32, budget `{budget}` (issue {b['issues']})", "",
              f"{b['epochs']} epoch(s) on {b['limit_train'] or 60000} training samples, "
              f"{recipe_text(b)}, crop+flip; test on all 10,000 test images; "
-             f"seeds {b['seeds']}. Rows still training show the seeds finished so far. Each "
+             f"{seeds_text(budget)}. Rows still training show the seeds finished so far. Each "
              f"run trains in one process on one CPU thread (`--workers 2`: two side by side) "
              f"unless said otherwise below. "
              "The MAN++ ablation: `dgl+ema` = EMA only, `dgl+man` = EMA + LB, `dgl+manpp` = "

@@ -58,3 +58,13 @@ def test_unfinished_runs_say_where_they_stand(bench_script, tmp_path, monkeypatc
     (kept / "summary.json").write_text(json.dumps(dict(epochs=30)))
     (line,) = [ln for ln in rep.training_lines("long30") if ln]
     assert "`e2e`" not in line and "`dgl` seed 2" in line
+
+
+def test_more_seeds_for_the_preset_against_todays_manpp(bench_script):
+    rep, plan = bench_script("reproduce"), bench_script("reproduce_plan")
+    more = [j for j in plan.jobs("plateau") if j[3] >= 3]
+    assert {j[1] for j in more} == {"dgl+manpp", "dgl+manpp@preset=manpp-cifar-dgl"}
+    assert sorted({j[3] for j in more}) == list(range(3, 11))
+    assert rep.seeds_text("plateau") == ("seeds [0, 1, 2]; seeds 3-10 too for `dgl+manpp` and "
+                                         "`dgl+manpp@preset=manpp-cifar-dgl`")
+    assert rep.seeds_text("short") == "seeds [0, 1, 2]"
