@@ -110,8 +110,10 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
         shares = _shares(acc, base, e2e)
         diffs = [acc[s] - today[s] for s in sorted(set(acc) & set(today))]
         diff = "-" if method == mine else _paired(diffs)
+        # the share needs that seed's base and E2E: said when fewer seeds have them
+        some = f" ({len(shares)} of the seeds)" if shares and len(shares) < len(acc) else ""
         out.append(f"| `{method}` | {WHAT.get(method, '')} | {len(acc)} | "
-                   f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)} | {diff} |")
+                   f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)}{some} | {diff} |")
         if family == "dgl" and method != mine:
             paired.append(diffs)
     out += resolution_lines(paired, by_seed, e2e, dgl)

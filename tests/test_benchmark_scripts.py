@@ -84,6 +84,10 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "about 6.57 points at 3 seeds and 2.11 at 10" in text
     # the shortfall (0.69 - 0.35) x 10 points = 3.40; 6 seeds resolve 3.02, 5 only 3.53
     assert "of a 10.00-point gap: 3.40 points) a test would need 6 seeds." in text
+    # a third seed of MAN++ alone (no DGL or E2E there): in its accuracy, not its share
+    by_seed["dgl+manpp"][2] = [70, 86]
+    text = "\n".join(tab.fidelity_lines(budget, by_seed))
+    assert "| `dgl+manpp` | today's defaults (EMA after the step, exact copies, default heads) | 3 | 85.00 +- 1.00 | 0.35 +- 0.21 (2 of the seeds) | - |" in text
 
 
 def test_stopped_runs_table_leaves_out_seeds_finished_since(bench_script, tmp_path):
