@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Dict, List
 
-from fidelity_table import _final, _mean_sd, _shares, verdict
+from fidelity_table import _final, _mean_sd, _paired, _shares, verdict
 
 # MAN++ Table VII: test error (%) of each step, and E2E's (Table I)
 PAPERS_ERROR = {"dgl": 14.08, "dgl+ema": 11.07, "dgl+man": 9.11, "dgl+manpp": 8.75}
@@ -43,7 +43,7 @@ def ablation_lines(by_seed: Dict[str, Dict[int, List[float]]]) -> List[str]:
                 gain = (f"{_mean_sd(diffs, '{:+.2f}')} ({verdict(diffs)}, "
                         f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds up)")
             else:
-                gain = f"{diffs[0]:+.2f} ({verdict(diffs)})" if diffs else "-"
+                gain = _paired(diffs) if diffs else "-"
             share = _mean_sd(_shares(acc, dgl, e2e))
         else:
             gain, share = "-", "0 (the base)"
