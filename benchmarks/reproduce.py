@@ -292,7 +292,7 @@ def write_section(budget: str, command: str) -> None:
         series = {}
         for label, runs in curves.items():
             n = min(len(r) for r in runs)
-            series[f"{label} ({len(runs)} seeds)"] = (
+            series[f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"] = (
                 list(range(1, n + 1)), [statistics.mean(r[e] for r in runs) for e in range(n)])
         line_plot(series, "epoch", "test accuracy (%)",
                   f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png")

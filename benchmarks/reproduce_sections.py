@@ -110,7 +110,7 @@ def layerwise_section(budget: str) -> List[str]:
         lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
         seeds = ", ".join(str(r["seed"]) for r in runs)
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")
-        series[f"{method} ({len(runs)} seeds)"] = (list(range(k)), means)
+        series[f"{method} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"] = (list(range(k)), means)
     line_plot(series, "block", "test accuracy of the block's classifier (%)",
               f"Layer-wise accuracy, ResNet-32 K={k} ({budget})", RESULTS / f"layerwise_{budget}.png")
     return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]
