@@ -45,6 +45,7 @@ from fidelity_table import fidelity_lines, share_lines
 from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
                             split_variant)
 from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
+from regime_table import regime_lines
 from run_claims import SEGMENTS, claim, note_segment, release
 
 
@@ -288,6 +289,7 @@ def write_section(budget: str, command: str) -> None:
     lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",
                             lambda m, s: run_dir(budget, m, b["ks"][0], s).name)
     lines += ablation_lines(by_seed)
+    lines += regime_lines(budget)
     if curves:
         series = {}
         for label, runs in curves.items():

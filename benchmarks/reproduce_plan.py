@@ -110,7 +110,8 @@ BUDGETS = {
     # it alone says where E2E's plateau is; then the ablation, for a GPU.
     "long30": dict(epochs=30, limit_train=None, seeds=[0, 1, 2], ks=[16], issues="15",
                    main=["e2e", "dgl", "dgl+manpp"], ablation=["dgl+ema", "dgl+man"],
-                   methods=["e2e", "dgl", "dgl+manpp", "dgl+ema", "dgl+man"]),
+                   methods=["e2e", "dgl", "dgl+manpp", "dgl+ema", "dgl+man"],
+                   shorter="plateau"),  # compared seed by seed (regime_table.py)
 }
 
 # the recipe of every budget unless it names its own (``recipe``)
