@@ -44,7 +44,8 @@ from ablation_table import ablation_lines
 from fidelity_table import fidelity_lines, share_lines
 from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
                             split_variant)
-from reproduce_sections import layerwise_section, line_plot, paired_lines, why_lines
+from reproduce_sections import (layerwise_section, line_plot, n_seeds, paired_lines,
+                               seeds_plot, why_lines)
 from regime_table import regime_lines
 from run_claims import SEGMENTS, claim, note_segment, release
 
@@ -294,11 +295,14 @@ def write_section(budget: str, command: str) -> None:
         series = {}
         for label, runs in curves.items():
             n = min(len(r) for r in runs)
-            series[f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"] = (
+            series[f"{label} ({n_seeds(len(runs))})"] = (
                 list(range(1, n + 1)), [statistics.mean(r[e] for r in runs) for e in range(n)])
         line_plot(series, "epoch", "test accuracy (%)",
                   f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png")
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
+        seeds_plot({m: {s: c[-1] for s, c in v.items()} for m, v in by_seed.items()},
+                   f"Final accuracy by seed ({budget})", RESULTS / f"reproduce_{budget}_seeds.png")
+        lines += ["", f"![final accuracy by seed](benchmarks/results/reproduce_{budget}_seeds.png)"]
     lines += layerwise_section(budget)
     lines += why_lines(budget, by_seed)
     atomic_write_text(section, "\n".join(lines) + "\n")  # several workers rewrite it

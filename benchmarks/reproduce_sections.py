@@ -20,6 +20,11 @@ from kept_runs import read_heads  # noqa: E402
 from reproduce_plan import BUDGETS, RECIPE, RESULTS, run_dir  # noqa: E402
 
 
+def n_seeds(n: int) -> str:
+    """3 -> "3 seeds", 1 -> "1 seed"."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path) -> None:
     """One line per label, distinct colours (tab20), the legend beside the axes."""
     fig, ax = plt.subplots(figsize=(10, 4.8))
@@ -30,6 +35,24 @@ def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, pa
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def seeds_plot(finals: Dict[str, Dict[int, float]], title: str, path: Path) -> None:
+    """Each method's final accuracy, one dot per seed and a bar at the mean: the seed noise
+    that every difference in the tables is judged against, at a glance."""
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(finals) + 1.4))
+    names = list(finals)[::-1]  # the table's first row on top
+    for y, name in enumerate(names):
+        accs = list(finals[name].values())
+        ax.scatter(accs, [y] * len(accs), color="tab:blue", alpha=0.7, zorder=3)
+        ax.plot([statistics.mean(accs)] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
+    ax.set_yticks(range(len(names)), [f"{n} ({n_seeds(len(finals[n]))})" for n in names],
+                  fontsize=8)
+    ax.set(xlabel="final test accuracy (%): a dot per seed, a bar at the mean", title=title)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -110,7 +133,7 @@ def layerwise_section(budget: str) -> List[str]:
         lag = f"{statistics.mean(lag_vals):.3f}" if lag_vals else "-"
         seeds = ", ".join(str(r["seed"]) for r in runs)
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + f" | {scale} | {lag} |")
-        series[f"{method} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"] = (list(range(k)), means)
+        series[f"{method} ({n_seeds(len(runs))})"] = (list(range(k)), means)
     line_plot(series, "block", "test accuracy of the block's classifier (%)",
               f"Layer-wise accuracy, ResNet-32 K={k} ({budget})", RESULTS / f"layerwise_{budget}.png")
     return lines + ["", f"![layer-wise accuracy](benchmarks/results/layerwise_{budget}.png)"]

@@ -370,3 +370,11 @@ def test_gap_share_is_per_seed_with_its_spread(bench_script):
     del by_seed["dgl+manpp"][1]
     assert "seed by seed: 0.50 (seed 0; papers" in tab.share_lines(by_seed)[1]
     assert tab.share_lines({"e2e": {0: [93.0]}, "dgl": {0: [91.0]}}) == []
+
+
+def test_seeds_plot_draws_one_row_per_method(bench_script, tmp_path):
+    sec = bench_script("reproduce_sections")
+    assert (sec.n_seeds(1), sec.n_seeds(3)) == ("1 seed", "3 seeds")
+    path = tmp_path / "s.png"
+    sec.seeds_plot({"e2e": {0: 93.0, 1: 93.2}, "dgl": {0: 91.0}}, "t", path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -20,3 +20,4 @@ def test_regime_pairs_gap_share_and_gains_by_seed(bench_script):
     assert "The gap goes from 2.00 +- 0.00 to 1.25 +- 0.35 points" in text
     assert "the share from 0.38 +- 0.18 to 0.58 +- 0.12" in text
     assert "dgl+manpp +1.75 +- 0.35" in text and "One seed so far" not in text
+
