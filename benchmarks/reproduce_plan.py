@@ -131,10 +131,8 @@ PLAN = [("short", "main", [0, 1, 2]), ("short", "rest", [0]), ("long", "main", [
         # issue 15 (GPU): MAN++ under the reference preset for every seed, then DGL under
         # it, then each of its details alone
         ("plateau", "fidelity", [0, 1, 2]), ("plateau", "fidelity_base", [0, 1, 2]),
-        # each factor at 3 seeds (a verdict per detail) before seeds 3-10 of ``more``
-        # (which only tighten the preset-vs-today difference): ~2 h a run on one thread
-        ("plateau", "factors", [0]), ("plateau", "factors", [1, 2]),
-        ("plateau", "more", list(range(3, 11))), ("plateau", "ablation", [0, 1, 2]),
+        ("plateau", "factors", [0]), ("plateau", "more", list(range(3, 11))),
+        ("plateau", "factors", [1, 2]), ("plateau", "ablation", [0, 1, 2]),
         ("paper", "main", [0, 1, 2]), ("paper", "ablation", [0, 1, 2]),
         ("long30", "main", [0]), ("long30", "main", [1, 2]), ("long30", "ablation", [0, 1, 2])]
 
