@@ -21,7 +21,6 @@ the run directories, so partial results are always current.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import itertools
 import json
@@ -48,6 +47,7 @@ from reproduce_sections import (layerwise_section, line_plot, n_seeds, paired_li
                                seeds_plot, why_lines)
 from regime_table import regime_lines
 from run_claims import SEGMENTS, claim, note_segment, release
+from unfinished_runs import read_rows, training_lines, training_series
 
 
 def train_one(budget: str, method: str, k: int, seed: int, device: str) -> bool:
@@ -185,26 +185,6 @@ def layerwise_missing(device: str) -> None:
                 release(out)
 
 
-def _rows(run: Path) -> List[Dict[str, float]]:
-    with open(run / "metrics.csv") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def training_lines(budget: str) -> List[str]:
-    """Where each unfinished run in runs/ stands (a sitting may end mid-run; the next one
-    resumes it from its checkpoint), so the committed section shows the progress too."""
-    b, now = BUDGETS[budget], []
-    for k, method, seed in itertools.product(b["ks"], b["methods"], b["seeds"]):
-        out = run_dir(budget, method, k, seed)
-        rows = _rows(out) if (out / "metrics.csv").is_file() else []
-        if rows and not finished(budget, method, k, seed):
-            now.append(f"`{method}` seed {seed}: epoch {len(rows)} of {b['epochs']}, "
-                       f"{100 * rows[-1]['test_acc']:.2f}%")
-    return (["", "Not finished when this was written (each resumes from its checkpoint in "
-             "runs/; a mid-schedule accuracy is not comparable with a final one): "
-             + "; ".join(now) + "."] if now else [])
-
-
 def recipe_text(b: dict) -> str:
     r = {**RECIPE, **b.get("recipe", {})}
     warm = (f", {r['warmup_epochs']:g} warm-up epoch(s) from 0.01" if r["warmup_epochs"] else "")
@@ -263,7 +243,7 @@ def write_section(budget: str, command: str) -> None:
                 run = run_dir(budget, method, k, seed, kept=True)
                 if not (run / "metrics.csv").is_file():
                     continue
-                rows = _rows(run)
+                rows = read_rows(run)
                 if len(rows) < b["epochs"]:
                     continue
                 accs.append(100 * rows[-1]["test_acc"])
@@ -285,7 +265,7 @@ def write_section(budget: str, command: str) -> None:
             "runs/)."] + training_lines(budget)) + "\n")
         return
     lines += share_lines(by_seed)
-    lines += devices_line(budget) + training_lines(budget)
+    lines += devices_line(budget) + training_lines(budget, by_seed)
     lines += paired_lines(by_seed)
     lines += fidelity_lines(b, by_seed, RESULTS / "reproduce" / f"{budget}_unfinished",
                             lambda m, s: run_dir(budget, m, b["ks"][0], s).name)
@@ -297,8 +277,10 @@ def write_section(budget: str, command: str) -> None:
             n = min(len(r) for r in runs)
             series[f"{label} ({n_seeds(len(runs))})"] = (
                 list(range(1, n + 1)), [statistics.mean(r[e] for r in runs) for e in range(n)])
-        line_plot(series, "epoch", "test accuracy (%)",
-                  f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png")
+        training = training_series(budget)
+        line_plot({**series, **training}, "epoch", "test accuracy (%)",
+                  f"ResNet-32 on Fashion-MNIST ({budget})", RESULTS / f"reproduce_{budget}.png",
+                  dashed=training)
         lines += ["", f"![test accuracy per epoch](benchmarks/results/reproduce_{budget}.png)"]
         seeds_plot({m: {s: c[-1] for s, c in v.items()} for m, v in by_seed.items()},
                    f"Final accuracy by seed ({budget})", RESULTS / f"reproduce_{budget}_seeds.png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import matplotlib
 
@@ -25,12 +25,17 @@ def n_seeds(n: int) -> str:
     return f"{n} seed{'' if n == 1 else 's'}"
 
 
-def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path) -> None:
-    """One line per label, distinct colours (tab20), the legend beside the axes."""
+def line_plot(series: Dict[str, tuple], xlabel: str, ylabel: str, title: str, path: Path,
+              dashed: Iterable[str] = ()) -> None:
+    """One line per label, distinct colours (tab20), the legend beside the axes; the labels
+    in ``dashed`` (runs still training) drawn dashed."""
+    dashed = set(dashed)
     fig, ax = plt.subplots(figsize=(10, 4.8))
     colors = plt.get_cmap("tab20").colors
     for i, (label, (x, y)) in enumerate(series.items()):
-        ax.plot(x, y, marker="o", color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
+        ax.plot(x, y, marker="x" if label in dashed else "o",
+                linestyle="--" if label in dashed else "-",
+                color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

@@ -60,11 +60,34 @@ def test_unfinished_runs_say_where_they_stand(bench_script, tmp_path, monkeypatc
     assert "`e2e`" not in line and "`dgl` seed 2" in line
 
 
-def test_more_seeds_for_the_preset_against_todays_manpp(bench_script):
-    rep, plan = bench_script("reproduce"), bench_script("reproduce_plan")
-    more = [j for j in plan.jobs("plateau") if j[3] >= 3]
-    assert {j[1] for j in more} == {"dgl+manpp", "dgl+manpp@preset=manpp-cifar-dgl"}
-    assert sorted({j[3] for j in more}) == list(range(3, 11))
-    assert rep.seeds_text("plateau") == ("seeds [0, 1, 2]; seeds 3-10 too for `dgl+manpp` and "
-                                         "`dgl+manpp@preset=manpp-cifar-dgl`")
-    assert rep.seeds_text("short") == "seeds [0, 1, 2]"
+def test_unfinished_runs_compare_at_the_same_epoch_and_plot_dashed(bench_script, tmp_path, monkeypatch):
+    import sys
+
+    rep = bench_script("reproduce")
+    plan, sections = sys.modules["reproduce_plan"], sys.modules["reproduce_sections"]
+    monkeypatch.setattr(plan, "RESULTS", tmp_path / "kept")
+    monkeypatch.setattr(plan, "ROOT", tmp_path)
+    out = rep.run_dir("long30", "dgl+manpp", 16, 1)
+    out.mkdir(parents=True)
+    (out / "metrics.csv").write_text("epoch,train_loss,test_acc,lr,seconds\n"
+                                     "1,0.5,0.81,0.1,9\n2,0.4,0.8525,0.1,9\n")
+    finished_runs = {"dgl": {1: [79.0, 84.5, 90.0], 0: [70.0, 71.0, 91.0]}, "e2e": {1: [88.0]}}
+    (line,) = [ln for ln in rep.training_lines("long30", finished_runs) if ln]
+    # seed 1's DGL at epoch 2 only: seed 0 is another seed, E2E seed 1 has no epoch 2
+    assert ("`dgl+manpp` seed 1: epoch 2 of 30, 85.25% (seed 1's finished runs at epoch 2: "
+            "dgl 84.50)") in line
+    series = rep.training_series("long30")
+    assert series == {"dgl+manpp K=16 seed 1 (training, 2 of 30 epochs)": ([1, 2], [81.0, 85.25])}
+    axes, subplots = [], sections.plt.subplots
+
+    def keep_axes(**kw):  # the real figure, its axes kept to read the lines drawn
+        fig, ax = subplots(**kw)
+        axes.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(sections.plt, "subplots", keep_axes)
+    sections.line_plot({"dgl (1 seed)": ([1], [79.0]), **series}, "epoch", "acc", "t",
+                       tmp_path / "p.png", dashed=series)
+    assert [(ln.get_label().split(" ")[0], ln.get_linestyle()) for ln in axes[0].get_lines()] == [
+        ("dgl", "-"), ("dgl+manpp", "--")]
+    assert (tmp_path / "p.png").stat().st_size > 0
