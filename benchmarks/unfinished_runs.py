@@ -16,6 +16,7 @@ class Unfinished(NamedTuple):
     k: int
     seed: int
     accs: List[float]  # test accuracy (%) after each epoch trained so far
+    seconds: float  # the last epoch's wall time: the pace for what is left
 
 
 def read_rows(run: Path) -> List[Dict[str, float]]:
@@ -32,7 +33,8 @@ def unfinished(budget: str) -> List[Unfinished]:
         run = run_dir(budget, method, k, seed)
         rows = read_rows(run) if (run / "metrics.csv").is_file() else []
         if rows and not finished(budget, method, k, seed):
-            out.append(Unfinished(method, k, seed, [100 * r["test_acc"] for r in rows]))
+            out.append(Unfinished(method, k, seed, [100 * r["test_acc"] for r in rows],
+                                  rows[-1]["seconds"]))
     return out
 
 
@@ -45,12 +47,18 @@ def _same_epoch(run: Unfinished, by_seed: Dict[str, Dict[int, List[float]]]) -> 
     return f" (seed {run.seed}'s finished runs at epoch {epoch}: {', '.join(others)})" if others else ""
 
 
+def _left(run: Unfinished, epochs: int) -> str:
+    """The time left at the last epoch's pace, to plan the sittings that finish it."""
+    hours = (epochs - len(run.accs)) * run.seconds / 3600
+    return f", ~{hours:.1f} h left at its last epoch's pace" if hours > 0 else ""
+
+
 def training_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]] | None = None) -> List[str]:
     """Where each unfinished run stands, so the committed section shows the progress too.
     ``by_seed[method][seed]``: the finished runs' accuracy (%) after each epoch."""
     b, runs = BUDGETS[budget], unfinished(budget)
     now = [f"`{r.method}` seed {r.seed}: epoch {len(r.accs)} of {b['epochs']}, {r.accs[-1]:.2f}%"
-           + _same_epoch(r, by_seed or {}) for r in runs]
+           + _same_epoch(r, by_seed or {}) + _left(r, b["epochs"]) for r in runs]
     return (["", "Not finished when this was written (each resumes from its checkpoint in "
              "runs/; a mid-schedule accuracy is not comparable with a final one, only with "
              "the same epoch of the same schedule): " + "; ".join(now) + "."] if now else [])

@@ -52,7 +52,8 @@ def test_unfinished_runs_say_where_they_stand(bench_script, tmp_path, monkeypatc
         (out / "metrics.csv").write_text(header + "".join(
             f"{i + 1},0.3,{a},0.1,160\n" for i, a in enumerate(accs)))
     (line,) = [ln for ln in rep.training_lines("long30") if ln]
-    assert "`e2e` seed 0: epoch 2 of 30, 92.13%; `dgl` seed 2: epoch 1 of 30, 80.00%." in line
+    assert ("`e2e` seed 0: epoch 2 of 30, 92.13%, ~1.2 h left at its last epoch's pace; "
+            "`dgl` seed 2: epoch 1 of 30, 80.00%, ~1.3 h left") in line
     kept = rep.run_dir("long30", "e2e", 16, 0, kept=True)  # finished and kept: not said
     kept.mkdir(parents=True)
     (kept / "summary.json").write_text(json.dumps(dict(epochs=30)))
@@ -70,12 +71,12 @@ def test_unfinished_runs_compare_at_the_same_epoch_and_plot_dashed(bench_script,
     out = rep.run_dir("long30", "dgl+manpp", 16, 1)
     out.mkdir(parents=True)
     (out / "metrics.csv").write_text("epoch,train_loss,test_acc,lr,seconds\n"
-                                     "1,0.5,0.81,0.1,9\n2,0.4,0.8525,0.1,9\n")
+                                     "1,0.5,0.81,0.1,9\n2,0.4,0.8525,0.1,900\n")
     finished_runs = {"dgl": {1: [79.0, 84.5, 90.0], 0: [70.0, 71.0, 91.0]}, "e2e": {1: [88.0]}}
     (line,) = [ln for ln in rep.training_lines("long30", finished_runs) if ln]
     # seed 1's DGL at epoch 2 only: seed 0 is another seed, E2E seed 1 has no epoch 2
     assert ("`dgl+manpp` seed 1: epoch 2 of 30, 85.25% (seed 1's finished runs at epoch 2: "
-            "dgl 84.50)") in line
+            "dgl 84.50), ~7.0 h left") in line
     series = rep.training_series("long30")
     assert series == {"dgl+manpp K=16 seed 1 (training, 2 of 30 epochs)": ([1, 2], [81.0, 85.25])}
     axes, subplots = [], sections.plt.subplots
