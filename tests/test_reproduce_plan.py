@@ -92,3 +92,13 @@ def test_unfinished_runs_compare_at_the_same_epoch_and_plot_dashed(bench_script,
     assert [(ln.get_label().split(" ")[0], ln.get_linestyle()) for ln in axes[0].get_lines()] == [
         ("dgl", "-"), ("dgl+manpp", "--")]
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_more_seeds_for_the_preset_against_todays_manpp(bench_script):
+    rep, plan = bench_script("reproduce"), bench_script("reproduce_plan")
+    more = [j for j in plan.jobs("plateau") if j[3] >= 3]
+    assert {j[1] for j in more} == {"dgl+manpp", "dgl+manpp@preset=manpp-cifar-dgl"}
+    assert sorted({j[3] for j in more}) == list(range(3, 11))
+    assert rep.seeds_text("plateau") == ("seeds [0, 1, 2]; seeds 3-10 too for `dgl+manpp` and "
+                                         "`dgl+manpp@preset=manpp-cifar-dgl`")
+    assert rep.seeds_text("short") == "seeds [0, 1, 2]"
