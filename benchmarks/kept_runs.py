@@ -1,6 +1,7 @@
 """Train one benchmark run under a claim and keep its small files (shared by the bench scripts).
 
-A run trains in runs/<bench>/<name> (checkpoints, not committed) and, once finished, its
+A run trains in runs/<bench>/<name> (checkpoints, not committed; parked in the repository
+when it stops short, see parked_runs.py) and, once finished, its
 summary, metrics, config and segments are copied to benchmarks/results/<bench>/<name>
 (committed), which is what the tables read and what marks it done for a fresh clone."""
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from locallearn.config import TrainConfig
 from locallearn.checkpoint import atomic_write_text
+from parked_runs import parking
 from run_claims import claim, note_segment, release
 
 KEPT_FILES = ("summary.json", "metrics.csv", "config.json", "segments.json")
@@ -31,9 +33,10 @@ def train_kept(cfg: TrainConfig, kept: Path, label: str) -> bool:
         return False
     try:
         print(f"== {label} -> {out}", flush=True)
-        note_segment(out, cfg.device)
-        started = (out / "config.json").is_file()
-        fit(cfg, resume=started, force=not started, progress=False)
+        with parking(out):  # a fresh clone resumes the run parked by an earlier sitting
+            note_segment(out, cfg.device)
+            started = (out / "config.json").is_file()
+            fit(cfg, resume=started, force=not started, progress=False)
         kept.mkdir(parents=True, exist_ok=True)
         for f in KEPT_FILES:
             if (out / f).is_file():

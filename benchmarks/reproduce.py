@@ -13,7 +13,8 @@ two-thread process; workers claim runs through ``<run>.claim`` files (a claim wh
 process is gone is taken over), so any number of them can be started or killed at will.
 
 Each run trains in runs/reproduce/<budget>/<method>_K<k>_s<seed>/ (a normal run directory;
-a killed one resumes from its last epoch); a finished run's config, metrics and summary
+a killed one resumes from its last checkpoint; one stopped by a signal is also parked in
+benchmarks/results/parked/ so that a fresh clone resumes it: see parked_runs.py); a finished run's config, metrics and summary
 are copied to benchmarks/results/reproduce/ (committed), and a run found there is skipped. After every run the
 table benchmarks/results/section_reproduce_<budget>.md and its plot are rewritten from
 the run directories, so partial results are always current.
@@ -39,6 +40,7 @@ from locallearn.presets import apply_preset
 
 from bench_steps import git_rev  # benchmarks/ is on sys.path
 from kept_runs import stoppable
+from parked_runs import parking
 from ablation_table import ablation_lines
 from fidelity_table import fidelity_lines, share_lines
 from reproduce_plan import (BUDGETS, RECIPE, RESULTS, finished, jobs, method_list, run_dir,
@@ -90,11 +92,12 @@ def _train(b: dict, budget: str, method: str, k: int, seed: int, device: str,
     if said:
         print("\n".join(said), flush=True)
     print(f"== {budget}: {method} K={cfg.blocks} seed {seed} -> {out}", flush=True)
-    note_segment(out, device)
-    # segments.json is already there: a new run is forced into its own directory (force
-    # replaces run files only); one with a config.json resumes (or restarts from it)
-    started = (out / "config.json").is_file()
-    fit(cfg, resume=started, force=not started, progress=True)
+    with parking(out):  # a fresh clone resumes the run parked by an earlier sitting
+        note_segment(out, device)
+        # segments.json is already there: a new run is forced into its own directory (force
+        # replaces run files only); one with a config.json resumes (or restarts from it)
+        started = (out / "config.json").is_file()
+        fit(cfg, resume=started, force=not started, progress=True)
     kept.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "metrics.csv", "summary.json", SEGMENTS):
         shutil.copyfile(out / name, kept / name)

@@ -1,5 +1,5 @@
 """Runs of a reproduce budget that are still training (a sitting may end mid-run; the next
-one resumes it from its checkpoint in runs/): where each stands, against the finished runs
+one resumes it from its checkpoint in runs/, or parked in the repository): where each stands, against the finished runs
 of the same seed at the same epoch, and its curve so far for the per-epoch plot."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import itertools
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
-from reproduce_plan import BUDGETS, finished, run_dir  # benchmarks/ is on sys.path
+from parked_runs import parked_dir  # benchmarks/ is on sys.path
+from reproduce_plan import BUDGETS, finished, run_dir
 
 
 class Unfinished(NamedTuple):
@@ -31,6 +32,8 @@ def unfinished(budget: str) -> List[Unfinished]:
     b, out = BUDGETS[budget], []
     for k, method, seed in itertools.product(b["ks"], b["methods"], b["seeds"]):
         run = run_dir(budget, method, k, seed)
+        if not (run / "metrics.csv").is_file():  # a fresh clone: the copy an earlier sitting parked
+            run = parked_dir(run) or run
         rows = read_rows(run) if (run / "metrics.csv").is_file() else []
         if rows and not finished(budget, method, k, seed):
             out.append(Unfinished(method, k, seed, [100 * r["test_acc"] for r in rows],

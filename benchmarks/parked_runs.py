@@ -1,0 +1,142 @@
+"""Unfinished benchmark runs parked in the repository, so that a sitting on a fresh clone
+resumes them instead of starting over.
+
+A run trains in runs/ (ignored by git: a new checkout has none of it), which was enough
+while sittings shared one checkout; a 30-epoch run takes ~8 h at one CPU thread here, more
+than one sitting. ``park`` copies an unfinished run's checkpoint and small files to
+benchmarks/results/parked/ (committed at a sitting's end), ``unpark`` puts them back
+before the run trains again, and ``discard`` drops them once the run has finished.
+
+    .venv/bin/python benchmarks/parked_runs.py           # list runs/ and parked/ runs
+    .venv/bin/python benchmarks/parked_runs.py --park    # park every unfinished run in runs/
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+from locallearn.checkpoint import CHECKPOINT, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs"
+PARKED = ROOT / "benchmarks" / "results" / "parked"
+# a run's lock is its process's, not the run's; nothing else in a run directory is large
+LEFT_BEHIND = {".run.lock"}
+
+
+def parked_dir(out: Path) -> Optional[Path]:
+    """Where the run training in ``out`` is parked; None for a run outside runs/ (a test's)."""
+    try:
+        return PARKED / Path(out).resolve().relative_to(RUNS)
+    except ValueError:
+        return None
+
+
+def progress(run: Optional[Path]) -> Optional[Tuple[int, int]]:
+    """(epochs done, batches into the next) of a run's checkpoint; None without one."""
+    if run is None or not (run / CHECKPOINT).is_file():
+        return None
+    state = load_checkpoint(run / CHECKPOINT)
+    return int(state["epoch"]), int(state.get("batch") or 0)
+
+
+def unfinished(run: Path) -> bool:
+    """A checkpoint short of the epochs its config.json asks for."""
+    done, cfg = progress(run), run / "config.json"
+    if done is None or not cfg.is_file():
+        return False
+    return done[0] < int(json.loads(cfg.read_text())["epochs"])
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by the files of ``src`` (written aside, then renamed: a copy cut short
+    leaves the old one whole)."""
+    tmp = dst.with_name(dst.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in LEFT_BEHIND:
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def park(out: Path) -> Optional[Path]:
+    """Park the unfinished run in ``out``; returns where, or None (finished, or no checkpoint)."""
+    out, dst = Path(out), parked_dir(out)
+    if dst is None or not unfinished(out):
+        return None
+    if progress(dst) != progress(out):
+        _copy_run(out, dst)
+    return dst
+
+
+def unpark(out: Path) -> bool:
+    """Put a parked run back in ``out`` when that has no checkpoint or an older one (a fresh
+    clone, or a sitting elsewhere got further); True if it did."""
+    out, src = Path(out), parked_dir(out)
+    there, here = progress(src), progress(out)
+    if there is None or (here is not None and here >= there):
+        return False
+    _copy_run(src, out)
+    print(f"== resuming {out.name} at epoch {there[0]} batch {there[1]}, parked in {src}",
+          flush=True)
+    return True
+
+
+def discard(out: Path) -> None:
+    """Drop the parked copy of a run that has finished."""
+    dst = parked_dir(out)
+    if dst is not None:
+        shutil.rmtree(dst, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def parking(out: Path) -> Iterator[None]:
+    """Around a run's training: resume a parked copy, park the run if training stops short
+    (a stop signal checkpoints first), drop the parked copy once it has finished."""
+    unpark(out)
+    try:
+        yield
+    except BaseException:
+        park(out)
+        raise
+    if unfinished(out):  # e.g. a budget whose epochs grew: still short
+        park(out)
+    else:
+        discard(out)
+
+
+def run_dirs(root: Path) -> List[Path]:
+    """Every run directory (one holding a checkpoint) under ``root``."""
+    return sorted(p.parent for p in root.rglob(CHECKPOINT)) if root.is_dir() else []
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--park", action="store_true",
+                   help="park every unfinished run in runs/ (stop its trainer first)")
+    a = p.parse_args(argv)
+    for run in run_dirs(RUNS):
+        if a.park and unfinished(run):
+            print(f"parking {_shown(run)}")
+            park(run)
+    for run in run_dirs(PARKED):
+        epoch, batch = progress(run)
+        print(f"parked: {_shown(run)} at epoch {epoch} batch {batch}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
