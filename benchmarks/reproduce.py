@@ -14,7 +14,8 @@ process is gone is taken over), so any number of them can be started or killed a
 
 Each run trains in runs/reproduce/<budget>/<method>_K<k>_s<seed>/ (a normal run directory;
 a killed one resumes from its last checkpoint; one stopped by a signal is also parked in
-benchmarks/results/parked/ so that a fresh clone resumes it: see parked_runs.py); a finished run's config, metrics and summary
+benchmarks/results/parked/ if its checkpoint is small, so that a fresh clone resumes it:
+see parked_runs.py); a finished run's config, metrics and summary
 are copied to benchmarks/results/reproduce/ (committed), and a run found there is skipped. After every run the
 table benchmarks/results/section_reproduce_<budget>.md and its plot are rewritten from
 the run directories, so partial results are always current.

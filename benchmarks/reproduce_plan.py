@@ -106,8 +106,10 @@ BUDGETS = {
     # issue 15 on the CPU: the plateau budget's recipe over 30 epochs, to see whether the
     # gap share grows once E2E has flattened out (6 -> 10 epochs still lifted it 0.5
     # points). ~80 min (E2E), ~140 min (DGL), ~240 min (DGL+MAN++) a seed at 2 threads
-    # here: resumable across sittings (a checkpoint every 10 minutes, parked in the
-    # repository at a sitting's end: parked_runs.py), E2E first because
+    # here: resumable across sittings where runs/ survives them (a checkpoint every 10
+    # minutes; on a fresh clone only E2E's small checkpoint is parked in the repository,
+    # parked_runs.py: DGL's and DGL+MAN++'s must finish in one sitting, i.e. on a GPU
+    # or at 2 threads on a fast day), E2E first because
     # it alone says where E2E's plateau is; then the ablation, for a GPU.
     "long30": dict(epochs=30, limit_train=None, seeds=[0, 1, 2], ks=[16], issues="15",
                    main=["e2e", "dgl", "dgl+manpp"], ablation=["dgl+ema", "dgl+man"],

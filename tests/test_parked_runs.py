@@ -65,6 +65,17 @@ def test_park_keeps_the_furthest_copy_and_a_stop_parks(bench_script, tmp_path, m
     assert parked.park(tmp_path / "elsewhere") is None  # a run outside runs/: not parked
 
 
+def test_a_large_checkpoint_is_not_parked_unless_asked(bench_script, tmp_path, monkeypatch, capsys):
+    parked = _parked(bench_script, tmp_path, monkeypatch)
+    out = tmp_path / "runs" / "bench" / "big"
+    fit(_cfg(out), progress=False, stop_after_steps=2)
+    mb = (out / "checkpoint.pt").stat().st_size / 2**20
+    assert parked.park(out, max_mb=mb / 2) is None and not parked.parked_dir(out).exists()
+    assert f"over {mb / 2:g} MB" in capsys.readouterr().out
+    assert parked.main(["--park", "--max-mb", str(mb + 1)]) == 0
+    assert parked.progress(parked.parked_dir(out)) == (0, 2)
+
+
 def test_a_fresh_clone_still_shows_where_a_parked_run_stands(bench_script, tmp_path, monkeypatch):
     import sys
 
