@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
+from locallearn.checkpoint import CHECKPOINT
 from parked_runs import parked_dir  # benchmarks/ is on sys.path
 from reproduce_plan import BUDGETS, finished, run_dir
 
@@ -18,6 +19,7 @@ class Unfinished(NamedTuple):
     seed: int
     accs: List[float]  # test accuracy (%) after each epoch trained so far
     seconds: float  # the last epoch's wall time: the pace for what is left
+    parked: bool = False  # a copy is parked in the repository: a fresh clone resumes it
 
 
 def read_rows(run: Path) -> List[Dict[str, float]]:
@@ -36,8 +38,10 @@ def unfinished(budget: str) -> List[Unfinished]:
             run = parked_dir(run) or run
         rows = read_rows(run) if (run / "metrics.csv").is_file() else []
         if rows and not finished(budget, method, k, seed):
+            there = parked_dir(run_dir(budget, method, k, seed))
             out.append(Unfinished(method, k, seed, [100 * r["test_acc"] for r in rows],
-                                  rows[-1]["seconds"]))
+                                  rows[-1]["seconds"],
+                                  there is not None and (there / CHECKPOINT).is_file()))
     return out
 
 
@@ -61,10 +65,13 @@ def training_lines(budget: str, by_seed: Dict[str, Dict[int, List[float]]] | Non
     ``by_seed[method][seed]``: the finished runs' accuracy (%) after each epoch."""
     b, runs = BUDGETS[budget], unfinished(budget)
     now = [f"`{r.method}` seed {r.seed}: epoch {len(r.accs)} of {b['epochs']}, {r.accs[-1]:.2f}%"
-           + _same_epoch(r, by_seed or {}) + _left(r, b["epochs"]) for r in runs]
+           + _same_epoch(r, by_seed or {}) + _left(r, b["epochs"])
+           + (", parked" if r.parked else "") for r in runs]
     return (["", "Not finished when this was written (each resumes from its checkpoint in "
-             "runs/; a mid-schedule accuracy is not comparable with a final one, only with "
-             "the same epoch of the same schedule): " + "; ".join(now) + "."] if now else [])
+             "runs/, or on a fresh clone from its copy in benchmarks/results/parked/ where it "
+             "says \"parked\", else it starts over there; a mid-schedule accuracy is not "
+             "comparable with a final one, only with the same epoch of the same schedule): "
+             + "; ".join(now) + "."] if now else [])
 
 
 def training_series(budget: str) -> Dict[str, tuple]:

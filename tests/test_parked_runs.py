@@ -89,4 +89,7 @@ def test_a_fresh_clone_still_shows_where_a_parked_run_stands(bench_script, tmp_p
     there.mkdir(parents=True)  # no runs/ at all: only the parked copy
     (there / "metrics.csv").write_text("epoch,train_loss,test_acc,lr,seconds\n1,0.3,0.9264,0.1,900\n")
     (line,) = [ln for ln in rep.training_lines("long30") if ln]
-    assert "`dgl+manpp` seed 0: epoch 1 of 30, 92.64%, ~7.2 h left" in line
+    assert "`dgl+manpp` seed 0: epoch 1 of 30, 92.64%, ~7.2 h left at its last epoch's pace." in line
+    (there / "checkpoint.pt").write_bytes(b"")  # said only when a checkpoint is parked too
+    (line,) = [ln for ln in rep.training_lines("long30") if ln]
+    assert "~7.2 h left at its last epoch's pace, parked." in line
