@@ -75,7 +75,8 @@ for bench in "${benches[@]}"; do
 done
 gpu_util_stop
 gpu_mps_off
-tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' benchmarks/results \
-    2>>"$log"
+# parked runs without their checkpoints would be curves that cannot resume: left out
+tar czf "$out/results.tgz" --exclude=checkpoint.pt --exclude='*.tmp' \
+    --exclude=benchmarks/results/parked benchmarks/results 2>>"$log"
 ls -la "$out" | tee -a "$log"
 say "end"
