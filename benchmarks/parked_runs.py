@@ -50,9 +50,10 @@ def progress(run: Optional[Path]) -> Optional[Tuple[int, int]]:
     return int(state["epoch"]), int(state.get("batch") or 0)
 
 
-def unfinished(run: Path) -> bool:
-    """A checkpoint short of the epochs its config.json asks for."""
-    done, cfg = progress(run), run / "config.json"
+def unfinished(run: Path, done: Optional[Tuple[int, int]] = None) -> bool:
+    """A checkpoint short of the epochs its config.json asks for (``done``: its
+    ``progress``, when the caller has read it already: a DGL checkpoint is 87 MB)."""
+    done, cfg = done or progress(run), run / "config.json"
     if done is None or not cfg.is_file():
         return False
     return done[0] < int(json.loads(cfg.read_text())["epochs"])
@@ -75,7 +76,8 @@ def park(out: Path, max_mb: Optional[float] = None) -> Optional[Path]:
     """Park the unfinished run in ``out``; returns where, or None (finished, no checkpoint,
     or a checkpoint over ``max_mb``, default ``MAX_MB``, which it says)."""
     out, dst = Path(out), parked_dir(out)
-    if dst is None or not unfinished(out):
+    done = progress(out)
+    if dst is None or not unfinished(out, done):
         return None
     mb, cap = (out / CHECKPOINT).stat().st_size / 2**20, MAX_MB if max_mb is None else max_mb
     if mb > cap:
@@ -83,7 +85,7 @@ def park(out: Path, max_mb: Optional[float] = None) -> Optional[Path]:
               f"keep every copy); it resumes only where runs/ survives, or park it by hand: "
               f"benchmarks/parked_runs.py --park --max-mb {int(mb) + 1}", flush=True)
         return None
-    if progress(dst) != progress(out):
+    if progress(dst) != done:
         _copy_run(out, dst)
     return dst
 
@@ -118,10 +120,8 @@ def parking(out: Path) -> Iterator[None]:
     except BaseException:
         park(out)
         raise
-    if unfinished(out):  # e.g. a budget whose epochs grew: still short
-        park(out)
-    else:
-        discard(out)
+    if park(out) is None and not unfinished(out):  # parked if still short (a budget's
+        discard(out)                                # epochs grew), else done: dropped
 
 
 def run_dirs(root: Path) -> List[Path]:

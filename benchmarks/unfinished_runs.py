@@ -1,6 +1,7 @@
 """Runs of a reproduce budget that are still training (a sitting may end mid-run; the next
-one resumes it from its checkpoint in runs/, or parked in the repository): where each stands, against the finished runs
-of the same seed at the same epoch, and its curve so far for the per-epoch plot."""
+one resumes it from its checkpoint in runs/, or parked in the repository): where each
+stands, against the finished runs of the same seed at the same epoch, and its curve so far
+for the per-epoch plot."""
 from __future__ import annotations
 
 import csv
@@ -34,11 +35,11 @@ def unfinished(budget: str) -> List[Unfinished]:
     b, out = BUDGETS[budget], []
     for k, method, seed in itertools.product(b["ks"], b["methods"], b["seeds"]):
         run = run_dir(budget, method, k, seed)
-        if not (run / "metrics.csv").is_file():  # a fresh clone: the copy an earlier sitting parked
-            run = parked_dir(run) or run
+        there = parked_dir(run)
+        if there is not None and not (run / "metrics.csv").is_file():
+            run = there  # a fresh clone: the copy an earlier sitting parked
         rows = read_rows(run) if (run / "metrics.csv").is_file() else []
         if rows and not finished(budget, method, k, seed):
-            there = parked_dir(run_dir(budget, method, k, seed))
             out.append(Unfinished(method, k, seed, [100 * r["test_acc"] for r in rows],
                                   rows[-1]["seconds"],
                                   there is not None and (there / CHECKPOINT).is_file()))
