@@ -12,8 +12,8 @@ Every parked copy stays in git's history for good, so only small checkpoints are
 reference's) and their momentum make ~87 MB, which a 18 MB repository should not carry
 for every sitting; ``--park --max-mb 100`` parks one anyway, by hand.
 
-    .venv/bin/python benchmarks/parked_runs.py           # list runs/ and parked/ runs
-    .venv/bin/python benchmarks/parked_runs.py --park    # park every unfinished run in runs/
+    .venv/bin/python benchmarks/parked_runs.py           # where every unfinished run stands
+    .venv/bin/python benchmarks/parked_runs.py --park    # park the stopped ones in runs/
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from locallearn.checkpoint import CHECKPOINT, load_checkpoint
+from locallearn.run_lock import holder
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
@@ -136,19 +137,61 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _epochs(run: Path) -> str:
+    cfg = run / "config.json"
+    return str(json.loads(cfg.read_text())["epochs"]) if cfg.is_file() else "?"
+
+
+def _state(run: Optional[Path], done: Optional[Tuple[int, int]]) -> str:
+    return "none" if done is None else f"epoch {done[0]} of {_epochs(run)} batch {done[1]}"
+
+
+def _status(run: Path, done: Tuple[int, int], max_mb: float) -> str:
+    """One line on an unfinished run in runs/: how far, how big, who trains it, and
+    whether a fresh clone would find it parked."""
+    mb = (run / CHECKPOINT).stat().st_size / 2**20
+    who = holder(run)
+    there = progress(parked_dir(run))
+    if there == done:
+        kept = "parked"
+    elif there is not None:
+        kept = f"parked at {_state(parked_dir(run), there)}"
+    elif mb > max_mb:
+        kept = f"not parked: over {max_mb:g} MB (--park --max-mb {int(mb) + 1} parks it)"
+    else:
+        kept = "not parked (--park parks it)"
+    return (f"{_shown(run)}: {_state(run, done)}, {mb:.0f} MB, "
+            f"{'training (' + who + ')' if who else 'stopped'}; {kept}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--park", action="store_true",
-                   help="park every unfinished run in runs/ (stop its trainer first)")
+                   help="park every unfinished run in runs/ whose trainer has stopped")
     p.add_argument("--max-mb", type=float, default=MAX_MB,
                    help=f"park only checkpoints up to this size (default {MAX_MB:g})")
     a = p.parse_args(argv)
+    shown = 0
     for run in run_dirs(RUNS):
-        if a.park and unfinished(run) and park(run, a.max_mb):
+        done = progress(run)
+        if not unfinished(run, done):
+            continue
+        who = holder(run)
+        if a.park and who:  # its checkpoint moves on: park it once the trainer has stopped
+            print(f"== not parked: {_shown(run)} is still training ({who}); stop it first "
+                  f"(kill -TERM checkpoints it)")
+        elif a.park and park(run, a.max_mb):
             print(f"parked {_shown(run)}")
+        print(_status(run, done, a.max_mb))
+        shown += 1
     for run in run_dirs(PARKED):
-        epoch, batch = progress(run)
-        print(f"parked: {_shown(run)} at epoch {epoch} batch {batch}")
+        out = RUNS / run.relative_to(PARKED)
+        if not (out / CHECKPOINT).is_file():  # a fresh clone: only the parked copy
+            print(f"{_shown(out)}: parked at {_state(run, progress(run))} in {_shown(run)}; "
+                  f"its benchmark resumes it")
+            shown += 1
+    if not shown:
+        print(f"no unfinished runs in {_shown(RUNS)} and none parked in {_shown(PARKED)}")
     return 0
 
 

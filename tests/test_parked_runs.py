@@ -1,5 +1,6 @@
 """benchmarks/parked_runs.py: an unfinished run parked in the repository resumes, bit for
 bit, on a fresh clone (which has no runs/), and its parked copy goes once it finishes."""
+import os
 import shutil
 
 import torch
@@ -47,7 +48,9 @@ def test_park_keeps_the_furthest_copy_and_a_stop_parks(bench_script, tmp_path, m
     parked = _parked(bench_script, tmp_path, monkeypatch)
     out = tmp_path / "runs" / "bench" / "r"
     fit(_cfg(out), progress=False, stop_after_steps=4)
-    assert parked.main(["--park"]) == 0 and "bench/r at epoch 1 batch 1" in capsys.readouterr().out
+    assert parked.main(["--park"]) == 0
+    said = capsys.readouterr().out
+    assert "bench/r: epoch 1 of 2 batch 1, " in said and " MB, stopped; parked\n" in said
     fit(_cfg(out), resume=True, progress=False, stop_after_steps=5)  # one batch further here
     assert not parked.unpark(out)  # an older parked copy never replaces a newer run
     assert parked.progress(out) == (1, 2)
@@ -93,3 +96,25 @@ def test_a_fresh_clone_still_shows_where_a_parked_run_stands(bench_script, tmp_p
     (there / "checkpoint.pt").write_bytes(b"")  # said only when a checkpoint is parked too
     (line,) = [ln for ln in rep.training_lines("long30") if ln]
     assert "~7.2 h left at its last epoch's pace, parked." in line
+
+
+def test_the_listing_says_where_each_run_stands_and_park_waits_for_its_trainer(
+        bench_script, tmp_path, monkeypatch, capsys):
+    from locallearn.run_lock import hold_run_dir
+
+    parked = _parked(bench_script, tmp_path, monkeypatch)
+    assert parked.main([]) == 0 and "no unfinished runs" in capsys.readouterr().out
+    out = tmp_path / "runs" / "bench" / "r"
+    fit(_cfg(out), progress=False, stop_after_steps=4)
+    assert parked.main([]) == 0
+    said = capsys.readouterr().out
+    assert "bench/r: epoch 1 of 2 batch 1" in said and "stopped; not parked (--park" in said
+    with hold_run_dir(out):  # its trainer is still going: its checkpoint would move on
+        assert parked.main(["--park"]) == 0
+        said = capsys.readouterr().out
+        assert f"still training (pid {os.getpid()}" in said and "training (pid" in said
+        assert not parked.parked_dir(out).exists()
+    assert parked.main(["--park"]) == 0 and "stopped; parked\n" in capsys.readouterr().out
+    shutil.rmtree(out)  # a fresh clone: only the parked copy
+    assert parked.main([]) == 0
+    assert "bench/r: parked at epoch 1 of 2 batch 1" in capsys.readouterr().out

@@ -76,3 +76,14 @@ def test_a_filesystem_without_locks_trains_unlocked(tmp_path, monkeypatch):
     with hold_run_dir(tmp_path / "run"):  # not "in use": nobody holds it
         (tmp_path / "run" / "metrics.csv").write_text("epoch\n")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.csv"]
+
+
+def test_holder_names_a_live_training_only(tmp_path):
+    from locallearn.run_lock import holder
+
+    run = tmp_path / "run"
+    assert holder(run) is None  # nothing there
+    with hold_run_dir(run):
+        assert holder(run).startswith(f"pid {os.getpid()} on ")
+    (run.mkdir(), (run / LOCK).write_text("pid 1 on gone, since then"))
+    assert holder(run) is None  # a killed holder's file: nobody holds its lock

@@ -15,7 +15,7 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .errors import ConfigError
 
@@ -56,6 +56,29 @@ def _lock(out: Path) -> int:
                 return fd
         except FileNotFoundError:
             pass
+        os.close(fd)
+
+
+def holder(out: Path) -> Optional[str]:
+    """Who trains in ``out`` now (the lock file's text, e.g. ``pid 12 on host, since ...``),
+    or None when no live process holds its lock (a killed holder's file does not count)."""
+    path = Path(out) / LOCK
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:  # a shared lock is refused while the training holds its exclusive one
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return _holder(path).strip(" ()") or "another process"
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
         os.close(fd)
 
 
