@@ -142,20 +142,20 @@ def _epochs(run: Path) -> str:
     return str(json.loads(cfg.read_text())["epochs"]) if cfg.is_file() else "?"
 
 
-def _state(run: Optional[Path], done: Optional[Tuple[int, int]]) -> str:
-    return "none" if done is None else f"epoch {done[0]} of {_epochs(run)} batch {done[1]}"
+def _state(run: Path, done: Tuple[int, int]) -> str:
+    return f"epoch {done[0]} of {_epochs(run)} batch {done[1]}"
 
 
-def _status(run: Path, done: Tuple[int, int], max_mb: float) -> str:
-    """One line on an unfinished run in runs/: how far, how big, who trains it, and
-    whether a fresh clone would find it parked."""
+def _status(run: Path, done: Tuple[int, int], who: Optional[str], max_mb: float) -> str:
+    """One line on an unfinished run in runs/: how far, how big, who trains it (``who``:
+    its ``holder``), and whether a fresh clone would find it parked."""
     mb = (run / CHECKPOINT).stat().st_size / 2**20
-    who = holder(run)
-    there = progress(parked_dir(run))
+    dst = parked_dir(run)
+    there = progress(dst)
     if there == done:
         kept = "parked"
     elif there is not None:
-        kept = f"parked at {_state(parked_dir(run), there)}"
+        kept = f"parked at {_state(dst, there)}"
     elif mb > max_mb:
         kept = f"not parked: over {max_mb:g} MB (--park --max-mb {int(mb) + 1} parks it)"
     else:
@@ -182,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"(kill -TERM checkpoints it)")
         elif a.park and park(run, a.max_mb):
             print(f"parked {_shown(run)}")
-        print(_status(run, done, a.max_mb))
+        print(_status(run, done, who, a.max_mb))
         shown += 1
     for run in run_dirs(PARKED):
         out = RUNS / run.relative_to(PARKED)
