@@ -100,7 +100,7 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
     variants = [*budget["fidelity"], *budget.get("factors", []), *budget.get("fidelity_infopro", [])]
     todays = [m for m in ("dgl+manpp", "infopro+manpp")
               if m == "dgl+manpp" or any(v.startswith(m + "@") for v in variants)]
-    paired: List[List[float]] = []  # each DGL variant minus today's MAN++, by seed
+    paired: Dict[str, List[float]] = {}  # each DGL variant minus today's MAN++, by seed
     for method in [*todays, *variants]:
         family = method.split("+")[0].split("@")[0]
         mine = f"{family}+manpp"
@@ -115,7 +115,7 @@ def fidelity_lines(budget: dict, by_seed: Dict[str, Dict[int, List[float]]],
         out.append(f"| `{method}` | {WHAT.get(method, '')} | {len(acc)} | "
                    f"{_mean_sd(list(acc.values()))} | {_mean_sd(shares)}{some} | {diff} |")
         if family == "dgl" and method != mine:
-            paired.append(diffs)
+            paired[method] = diffs
     out += resolution_lines(paired, by_seed, e2e, dgl)
     out += _reading(by_seed, e2e, dgl, budget)
     for ref_key in budget.get("fidelity_base", []):
@@ -133,12 +133,13 @@ def detectable(sd: float, n: int, power: float = 0.8) -> float:
     return (stats.t.ppf(0.975, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n)
 
 
-def resolution_lines(paired: List[List[float]], by_seed: Dict[str, Dict[int, List[float]]],
+def resolution_lines(paired: Dict[str, List[float]], by_seed: Dict[str, Dict[int, List[float]]],
                      e2e: Dict[int, float], dgl: Dict[int, float]) -> List[str]:
     """What the seeds can tell apart: the pooled spread of the variants' paired
-    differences, the difference detectable at 3 and 10 seeds, and the seeds a detail
-    would need to be seen explaining the papers' share by itself."""
-    rows = [d for d in paired if len(d) >= 2]
+    differences, the difference detectable at 3 and 10 seeds, the seeds a detail would
+    need to be seen explaining the papers' share by itself, and for each variant whether
+    its 95% interval already rules that out."""
+    rows = [d for d in paired.values() if len(d) >= 2]
     if not rows:
         return []
     df = sum(len(d) - 1 for d in rows)
@@ -157,7 +158,24 @@ def resolution_lines(paired: List[List[float]], by_seed: Dict[str, Dict[int, Lis
                 f"(their {PAPERS_SHARE} against today's {statistics.mean(shares):.2f}, of a "
                 f"{gap:.2f}-point gap: {short:.2f} points) a test would need "
                 + (f"{need} seeds" if need else "more than 1000 seeds"))
-    return ["", out + "."]
+        out += "." + "".join(_explains(name, d, short) for name, d in paired.items() if len(d) >= 2)
+    return ["", out + ("" if out.endswith(".") else ".")]
+
+
+def _explains(name: str, diffs: List[float], short: float) -> str:
+    """Whether ``name``'s paired differences from today's MAN++ could add the ``short``
+    points the papers' share asks for: their two-sided 95% t interval against it."""
+    n, mean = len(diffs), statistics.mean(diffs)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    if hi < short:
+        said = f"its interval ends below the {short:.2f} points, so it does not explain the shortfall"
+    elif lo >= short:
+        said = f"its interval lies above the {short:.2f} points: it explains the shortfall"
+    else:
+        said = f"its interval still holds the {short:.2f} points: more seeds decide"
+    return (f" `{name}` minus today's MAN++ over {n} seeds: {mean:+.2f} points, 95% interval "
+            f"[{lo:+.2f}, {hi:+.2f}]: {said}.")
 
 
 def _paired(diffs: List[float]) -> str:

@@ -84,10 +84,31 @@ def test_fidelity_table_gap_shares_are_per_seed_and_paired(bench_script):
     assert "about 6.57 points at 3 seeds and 2.11 at 10" in text
     # the shortfall (0.69 - 0.35) x 10 points = 3.40; 6 seeds resolve 3.02, 5 only 3.53
     assert "of a 10.00-point gap: 3.40 points) a test would need 6 seeds." in text
+    # the preset's 95% interval at 2 seeds: 0.50 +- 12.706 x 2.12 / sqrt(2) = 19.06
+    assert ("`dgl+manpp@preset=manpp-cifar-dgl` minus today's MAN++ over 2 seeds: +0.50 points, "
+            "95% interval [-18.56, +19.56]: its interval still holds the 3.40 points") in text
     # a third seed of MAN++ alone (no DGL or E2E there): in its accuracy, not its share
     by_seed["dgl+manpp"][2] = [70, 86]
     text = "\n".join(tab.fidelity_lines(budget, by_seed))
     assert "| `dgl+manpp` | today's defaults (EMA after the step, exact copies, default heads) | 3 | 85.00 +- 1.00 | 0.35 +- 0.21 (2 of the seeds) | - |" in text
+
+
+def test_fidelity_table_says_when_a_variant_cannot_explain_the_shortfall(bench_script):
+    tab = bench_script("fidelity_table")
+    budget = dict(seeds=[0, 1, 2], epochs=2, fidelity=["dgl+manpp@preset=manpp-cifar-dgl"])
+    by_seed = {"e2e": {s: [80, 90] for s in range(3)}, "dgl": {s: [70, 80] for s in range(3)},
+               "dgl+manpp": {s: [75, 84] for s in range(3)},
+               "dgl+manpp@preset=manpp-cifar-dgl": {0: [75, 83.9], 1: [75, 84], 2: [75, 84.1]}}
+    text = "\n".join(tab.fidelity_lines(budget, by_seed))
+    # shortfall (0.69 - 0.40) x 10 = 2.90 points; the preset's differences -0.1, 0, +0.1:
+    # 95% interval 0 +- 4.303 x 0.1 / sqrt(3) = 0.25, which ends below 2.90
+    assert "of a 10.00-point gap: 2.90 points)" in text
+    assert ("over 3 seeds: +0.00 points, 95% interval [-0.25, +0.25]: its interval ends below "
+            "the 2.90 points, so it does not explain the shortfall.") in text
+    # a preset 3.9-4.1 points above today's on every seed: its whole interval is above
+    by_seed["dgl+manpp@preset=manpp-cifar-dgl"] = {0: [75, 87.9], 1: [75, 88], 2: [75, 88.1]}
+    assert "its interval lies above the 2.90 points: it explains the shortfall." in \
+        "\n".join(tab.fidelity_lines(budget, by_seed))
 
 
 def test_stopped_runs_table_leaves_out_seeds_finished_since(bench_script, tmp_path):
