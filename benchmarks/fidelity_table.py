@@ -18,10 +18,15 @@ PAPERS_SHARE = 0.69  # MAN++ Table I, CIFAR-10 ResNet-32 K=16: (14.08 - 8.75) / 
 PAPERS_GAP = 14.08 - 6.37  # the same table's DGL -> E2E gap, points of test error
 
 
+def _half_width(diffs: List[float]) -> float:
+    """Half the two-sided 95% t interval of the mean of ``diffs`` (n >= 2)."""
+    n = len(diffs)
+    return stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+
+
 def rejects_zero(diffs: List[float]) -> bool:
     """Whether a two-sided paired t-test rejects a zero mean of ``diffs`` at 5% (n >= 2)."""
-    sd, n = statistics.stdev(diffs), len(diffs)
-    return abs(statistics.mean(diffs)) > stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return abs(statistics.mean(diffs)) > _half_width(diffs)
 
 WHAT = {
     "dgl+manpp": "today's defaults (EMA after the step, exact copies, default heads)",
@@ -139,7 +144,8 @@ def resolution_lines(paired: Dict[str, List[float]], by_seed: Dict[str, Dict[int
     differences, the difference detectable at 3 and 10 seeds, the seeds a detail would
     need to be seen explaining the papers' share by itself, and for each variant whether
     its 95% interval already rules that out."""
-    rows = [d for d in paired.values() if len(d) >= 2]
+    tested = {name: d for name, d in paired.items() if len(d) >= 2}
+    rows = list(tested.values())
     if not rows:
         return []
     df = sum(len(d) - 1 for d in rows)
@@ -158,15 +164,15 @@ def resolution_lines(paired: Dict[str, List[float]], by_seed: Dict[str, Dict[int
                 f"(their {PAPERS_SHARE} against today's {statistics.mean(shares):.2f}, of a "
                 f"{gap:.2f}-point gap: {short:.2f} points) a test would need "
                 + (f"{need} seeds" if need else "more than 1000 seeds"))
-        out += "." + "".join(_explains(name, d, short) for name, d in paired.items() if len(d) >= 2)
-    return ["", out + ("" if out.endswith(".") else ".")]
+        out += "." + "".join(_explains(name, d, short) for name, d in tested.items())
+        return ["", out]
+    return ["", out + "."]
 
 
 def _explains(name: str, diffs: List[float], short: float) -> str:
     """Whether ``name``'s paired differences from today's MAN++ could add the ``short``
     points the papers' share asks for: their two-sided 95% t interval against it."""
-    n, mean = len(diffs), statistics.mean(diffs)
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    n, mean, half = len(diffs), statistics.mean(diffs), _half_width(diffs)
     lo, hi = mean - half, mean + half
     if hi < short:
         said = f"its interval ends below the {short:.2f} points, so it does not explain the shortfall"
